@@ -1,0 +1,88 @@
+//! `#[noinstr]`: the kernel's `noinstr` function attribute.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Error, Item};
+
+use crate::valid;
+
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = valid::Errors::default();
+    if !attr.is_empty() {
+        errors.push(Error::new_spanned(
+            &attr,
+            "`#[noinstr]` takes no arguments: write `#[noinstr]` (the section is always \
+             `.noinstr.text`)",
+        ));
+    }
+    let func = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(f)) => f,
+        Ok(other) => {
+            errors.push(Error::new(
+                valid::first_token_span(&other),
+                "`#[noinstr]` can only be applied to a function with a body: it places the \
+                 function in `.noinstr.text` for objtool",
+            ));
+            return errors.emit_with(item);
+        }
+        Err(e) => {
+            errors.push(Error::new(
+                e.span(),
+                format!("`#[noinstr]` must be applied to a function with a body ({e})"),
+            ));
+            return errors.emit_with(item);
+        }
+    };
+    for attr in &func.attrs {
+        if attr.path().is_ident("inline") {
+            errors.push(Error::new_spanned(
+                attr,
+                "`#[noinstr]` functions are never inlined (inlined code would leave \
+                 `.noinstr.text`); remove this `#[inline]`",
+            ));
+        }
+        if attr.path().is_ident("link_section")
+            || attr.path().is_ident("unsafe") && quote!(#attr).to_string().contains("link_section")
+        {
+            errors.push(Error::new_spanned(
+                attr,
+                "`#[noinstr]` sets the section to `.noinstr.text`; remove this `link_section`",
+            ));
+        }
+        if attr.path().is_ident("noinstr") {
+            errors.push(Error::new_spanned(
+                attr,
+                "`#[noinstr]` is applied twice; remove one of them",
+            ));
+        }
+    }
+    if let Some(c) = &func.sig.constness {
+        errors.push(Error::new_spanned(
+            c,
+            "`#[noinstr]` cannot be used on a `const fn`: the attribute places run-time code in a \
+             section; remove `const`",
+        ));
+    }
+    if let Some(a) = &func.sig.asyncness {
+        errors.push(Error::new_spanned(
+            a,
+            "`#[noinstr]` cannot be used on an `async fn`: the code of a future is not the code \
+             of this function; remove `async`",
+        ));
+    }
+    if errors.has_any() {
+        return errors.emit_with(func);
+    }
+    let syn::ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    quote! {
+        #(#attrs)*
+        #[inline(never)]
+        #[unsafe(link_section = ".noinstr.text")]
+        #vis #sig #block
+    }
+}

@@ -1,0 +1,383 @@
+//! `#[on_irqstack]`: parse, check, expand.
+//!
+//! For a handler `fn h(a: A, b: B) -> R { body }` the expansion is one function `h` with the same
+//! signature, attributes and visibility, containing:
+//! - `__irqstack_body`: the user's body as an ordinary function (the in-place path calls it);
+//! - one or two switch forms, each a shim (`extern "sysv64-unwind"`, calls the body) and a naked
+//!   trampoline (switches stacks, calls the shim directly):
+//!   - the register form: the trampoline has the body's arguments plus the top-of-stack pointer
+//!     last, so arguments stay in their registers (see `classify`);
+//!   - the block form: arguments moved into a tuple on the caller's stack, passed by pointer, with
+//!     an out pointer for the result where needed. Works for any types.
+//! - the dispatch: claim the IRQ stack; if that succeeded, call a trampoline and release it after
+//!   (a drop guard, so a panic releases it too); otherwise run the body in place.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{Error, FnArg, Item, ItemFn, ReturnType, Type};
+
+use crate::attr::Args;
+use crate::classify::{self, Arg};
+use crate::label;
+use crate::valid;
+
+/// Entry point. Never panics: every problem becomes a `compile_error!`.
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = Args::parse(attr);
+    let parsed = syn::parse2::<Item>(item.clone());
+    let func = match parsed {
+        Ok(Item::Fn(f)) => f,
+        Ok(other) => return fallback(args.err(), valid::not_a_function(&other), item),
+        Err(e) => {
+            let e = Error::new(
+                e.span(),
+                format!(
+                    "`#[on_irqstack]` must be applied to a function with a body ({e}); a trait \
+                     method without a body, a closure or a statement cannot be a handler"
+                ),
+            );
+            return fallback(args.err(), e, item);
+        }
+    };
+    let mut errors = valid::Errors::default();
+    let args = args.map_err(|e| errors.push(e));
+    if let Err(e) = valid::check_fn(&func, "on_irqstack") {
+        errors.push(e);
+    }
+    match args {
+        Ok(args) if !errors.has_any() => expand_fn(&args.krate, func),
+        _ => errors.emit_with(func),
+    }
+}
+
+/// Error output for input that is not a function: the error(s) and the item unchanged.
+fn fallback(arg_err: Option<Error>, err: Error, item: TokenStream) -> TokenStream {
+    let mut errors = valid::Errors::default();
+    if let Some(e) = arg_err {
+        errors.push(e);
+    }
+    errors.push(err);
+    errors.emit_with(item)
+}
+
+/// What is known about a handler's signature.
+struct Sig<'a> {
+    krate: &'a syn::Path,
+    /// Argument types, in order.
+    tys: Vec<&'a Type>,
+    /// Names of the wrapper's arguments (`__irqstack_arg0`, ...).
+    names: Vec<syn::Ident>,
+    output: &'a ReturnType,
+    /// `unsafe` if the handler is an `unsafe fn`.
+    is_unsafe: bool,
+    /// Lifetime parameters and where clause, copied to every generated function.
+    generics: &'a syn::Generics,
+}
+
+impl Sig<'_> {
+    /// A call of the body with the given argument names, inside `unsafe` if the body needs it.
+    fn call_body(&self, names: &[syn::Ident]) -> TokenStream {
+        if self.is_unsafe {
+            quote!(unsafe { __irqstack_body(#(#names),*) })
+        } else {
+            quote!(__irqstack_body(#(#names),*))
+        }
+    }
+
+    fn ret_ty(&self) -> TokenStream {
+        match self.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => quote!(#ty),
+        }
+    }
+}
+
+fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+
+    let mut tys = Vec::new();
+    let mut names = Vec::new();
+    let mut wrapper_inputs = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        if let FnArg::Typed(t) = input {
+            let name = format_ident!("__irqstack_arg{}", i);
+            let ty = &t.ty;
+            wrapper_inputs.push(quote!(#name: #ty));
+            tys.push(&*t.ty);
+            names.push(name);
+        }
+    }
+    let info = Sig {
+        krate,
+        tys,
+        names,
+        output: &sig.output,
+        is_unsafe: sig.unsafety.is_some(),
+        generics: &sig.generics,
+    };
+
+    // The body as an ordinary nested function: the user's own parameter patterns, return type,
+    // unsafety and lifetimes. It is what both the shims and the in-place path call.
+    let body_fn = {
+        let mut body_sig = sig.clone();
+        body_sig.ident = syn::Ident::new("__irqstack_body", Span::call_site());
+        body_sig.abi = None;
+        quote! {
+            #[allow(clippy::too_many_arguments)]
+            #[inline]
+            #body_sig #block
+        }
+    };
+
+    let classes: Vec<Arg> = info.tys.iter().map(|t| classify::arg(t)).collect();
+    let gprs = classes
+        .iter()
+        .filter(|c| matches!(c, Arg::Gpr | Arg::MaybeThin))
+        .count();
+    let sses = classes.iter().filter(|c| **c == Arg::Sse).count();
+    let register_form_possible = !classes.contains(&Arg::Other)
+        && gprs <= classify::GPRS.len()
+        && sses <= classify::SSE_REGS
+        && classify::ret_in_registers(&sig.output);
+    let maybe_thin: Vec<&Type> = info
+        .tys
+        .iter()
+        .zip(&classes)
+        .filter(|(_, c)| **c == Arg::MaybeThin)
+        .map(|(t, _)| *t)
+        .collect();
+
+    let switched = if !register_form_possible {
+        block_form(&info)
+    } else if maybe_thin.is_empty() {
+        register_form(&info, gprs)
+    } else {
+        // Pointers to named types: thin unless the type is unsized. Decide at compile time; the
+        // condition is a constant, so only one branch survives optimization.
+        let reg = register_form(&info, gprs);
+        let blk = block_form(&info);
+        quote! {
+            if true #(&& ::core::mem::size_of::<#maybe_thin>() == ::core::mem::size_of::<usize>())* {
+                #reg
+            } else {
+                #blk
+            }
+        }
+    };
+
+    let in_place = {
+        let begin = label::fresh();
+        let end = label::fresh();
+        let call = info.call_body(&info.names);
+        quote! {
+            // SAFETY: each block is a NOP plus a record in a `.discard.*` section: no registers,
+            // memory, stack or flags change. The records tell objtool that the call between
+            // them may be instrumented (see `instr_begin!`).
+            unsafe {
+                ::core::arch::asm!(
+                    #krate::__private::instr_insn!(begin, #begin),
+                    options(nomem, nostack, preserves_flags)
+                )
+            };
+            let __irqstack_ret = #call;
+            unsafe {
+                ::core::arch::asm!(
+                    #krate::__private::instr_insn!(end, #end),
+                    options(nomem, nostack, preserves_flags)
+                )
+            };
+            __irqstack_ret
+        }
+    };
+
+    let has_inline = attrs.iter().any(|a| a.path().is_ident("inline"));
+    let inline = if has_inline {
+        quote!()
+    } else {
+        quote!(#[inline(always)])
+    };
+    let wrapper_sig = {
+        let unsafety = &sig.unsafety;
+        let abi = &sig.abi;
+        let ident = &sig.ident;
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let output = &sig.output;
+        let fn_token = &sig.fn_token;
+        quote!(#unsafety #abi #fn_token #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
+    };
+
+    quote! {
+        #(#attrs)*
+        #inline
+        #[allow(clippy::too_many_arguments, unreachable_code)]
+        #vis #wrapper_sig {
+            #body_fn
+            match #krate::__private::try_enter() {
+                ::core::option::Option::Some(__irqstack_switch) => {
+                    #switched
+                }
+                ::core::option::Option::None => {
+                    #in_place
+                }
+            }
+        }
+    }
+}
+
+/// The `sym` operand, section and template of one trampoline.
+fn trampoline(
+    krate: &syn::Path,
+    tos: &str,
+    shim: &syn::Ident,
+    params: &[TokenStream],
+    output: TokenStream,
+    generics: &syn::Generics,
+) -> TokenStream {
+    let begin = label::fresh();
+    let end = label::fresh();
+    let name = format_ident!("__irqstack_trampoline_{}", shim);
+    let tos_arg = if tos == "stack" {
+        quote!(tos = stack)
+    } else {
+        quote!(tos = #tos)
+    };
+    let where_clause = &generics.where_clause;
+    quote_spanned! {Span::call_site()=>
+        // The IRQ-stack switch; see `__irqstack_rt_trampoline` in irqstack-rt for every
+        // instruction's reason and the CFI that lets unwinders cross it.
+        #[unsafe(naked)]
+        #[unsafe(link_section = #krate::__private::section!())]
+        #[allow(clippy::too_many_arguments)]
+        unsafe extern "sysv64-unwind" fn #name #generics (#(_: #params,)* _: *mut u8) #output #where_clause {
+            ::core::arch::naked_asm!(
+                #krate::__private::trampoline!(#tos_arg, begin = #begin, end = #end),
+                body = sym #shim,
+            )
+        }
+    }
+}
+
+/// Arguments stay in their registers; `tos` is one more argument after them.
+fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
+    let krate = info.krate;
+    let tys = &info.tys;
+    let names = &info.names;
+    let output = info.output;
+    let generics = info.generics;
+    let where_clause = &generics.where_clause;
+    let tos = classify::GPRS.get(gprs).copied().unwrap_or("stack");
+    let shim = format_ident!("__irqstack_shim_reg");
+    let call = info.call_body(names);
+    let params: Vec<TokenStream> = tys.iter().map(|t| quote!(#t)).collect();
+    let tramp = trampoline(krate, tos, &shim, &params, quote!(#output), generics);
+    let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
+    quote! {
+        #[allow(clippy::too_many_arguments)]
+        extern "sysv64-unwind" fn #shim #generics (#(#names: #tys),*) #output #where_clause {
+            #call
+        }
+        #tramp
+        // SAFETY: `__irqstack_switch` holds this thread's (CPU's) IRQ stack, claimed for this call
+        // alone, and `tos()` is its 16-byte aligned (8 with `kernel-abi`) top slot. The
+        // trampoline has the shim's signature plus `tos` as the last argument, so the shim
+        // receives exactly these arguments. It saves rsp in the top slot, switches, calls the
+        // shim and restores rsp before it returns or unwinds.
+        let __irqstack_ret = unsafe { #tramp_name(#(#names,)* __irqstack_switch.tos()) };
+        ::core::mem::drop(__irqstack_switch);
+        __irqstack_ret
+    }
+}
+
+/// Arguments are moved into a tuple and passed by pointer; works for any signature.
+fn block_form(info: &Sig<'_>) -> TokenStream {
+    let krate = info.krate;
+    let tys = &info.tys;
+    let names = &info.names;
+    let generics = info.generics;
+    let where_clause = &generics.where_clause;
+    let ret_ty = info.ret_ty();
+    // Return directly only for types that carry no lifetimes and come back in registers;
+    // everything else goes through an out pointer (no hidden sret pointer, no elision puzzles).
+    let direct = match info.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => {
+            classify::ret_in_registers(info.output)
+                && !matches!(**ty, Type::Reference(_) | Type::Ptr(_))
+        }
+    };
+    let shim = format_ident!("__irqstack_shim_block");
+    let call = info.call_body(names);
+    let tuple_ty = quote!((#(#tys,)*));
+    let unpack = quote! {
+        // SAFETY: the wrapper passes a pointer to a tuple it owns and never touches again
+        // (`ManuallyDrop`); reading moves the arguments out exactly once.
+        let (#(#names,)*) = unsafe { __irqstack_args.read() };
+    };
+    let tos = if direct { "rsi" } else { "rdx" };
+    if direct {
+        let output = info.output;
+        let tramp = trampoline(
+            krate,
+            tos,
+            &shim,
+            &[quote!(*mut #tuple_ty)],
+            quote!(#output),
+            generics,
+        );
+        let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
+        quote! {
+            extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty) #output #where_clause {
+                #unpack
+                #call
+            }
+            #tramp
+            let mut __irqstack_args = ::core::mem::ManuallyDrop::new((#(#names,)*));
+            // SAFETY: as for the register form; the argument tuple lives in this frame, on the
+            // interrupted stack, which stays mapped and untouched while the body runs.
+            let __irqstack_ret = unsafe {
+                #tramp_name(&mut *__irqstack_args as *mut #tuple_ty, __irqstack_switch.tos())
+            };
+            ::core::mem::drop(__irqstack_switch);
+            __irqstack_ret
+        }
+    } else {
+        let tramp = trampoline(
+            krate,
+            tos,
+            &shim,
+            &[quote!(*mut #tuple_ty), quote!(*mut #ret_ty)],
+            quote!(),
+            generics,
+        );
+        let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
+        quote! {
+            extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty, __irqstack_out: *mut #ret_ty) #where_clause {
+                #unpack
+                let __irqstack_ret = #call;
+                // SAFETY: the wrapper passes a valid, aligned, uninitialized slot for the result.
+                unsafe { __irqstack_out.write(__irqstack_ret) };
+            }
+            #tramp
+            let mut __irqstack_args = ::core::mem::ManuallyDrop::new((#(#names,)*));
+            let mut __irqstack_out = ::core::mem::MaybeUninit::<#ret_ty>::uninit();
+            // SAFETY: as for the register form; the argument tuple and the result slot live in
+            // this frame, on the interrupted stack, which stays mapped while the body runs.
+            unsafe {
+                #tramp_name(
+                    &mut *__irqstack_args as *mut #tuple_ty,
+                    __irqstack_out.as_mut_ptr(),
+                    __irqstack_switch.tos(),
+                )
+            };
+            ::core::mem::drop(__irqstack_switch);
+            // SAFETY: the trampoline returned normally, so the shim wrote the result.
+            unsafe { __irqstack_out.assume_init() }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Run interrupt handlers on a per-CPU IRQ stack, and mark the instrumentation-safe regions of
+//! low-level code, the way the Linux x86-64 entry code does it.
+//!
+//! - [`#[on_irqstack]`](macro@on_irqstack) turns a function into a handler whose body runs on the
+//!   IRQ stack of the current CPU (in user space: of the current thread). A handler called while
+//!   the IRQ stack is in use (a nested interrupt, a handler calling a handler) runs in place.
+//! - [`run_on_irqstack`] is the closure form.
+//! - [`instr_begin!`] / [`instr_end!`], their template pieces [`instr_begin_insn!`] /
+//!   [`instr_end_insn!`], and [`#[noinstr]`](macro@noinstr) are the kernel's
+//!   `instrumentation_begin()` / `instrumentation_end()` / `noinstr`, which objtool reads.
+//!
+//! ```
+//! use irqstack::on_irqstack;
+//!
+//! #[on_irqstack]
+//! fn handle_timer(vector: u32, budget: u64) -> u64 {
+//!     assert!(irqstack::irqstack_active());
+//!     u64::from(vector) + budget
+//! }
+//!
+//! assert_eq!(handle_timer(32, 10), 42);
+//! assert!(!irqstack::irqstack_active());
+//! ```
+//!
+//! The user-space backend (feature `std`, on by default) gives each thread a guard-paged IRQ
+//! stack created on first use. Kernel crates turn `std` off and plug in their per-CPU data.
+#![no_std]
+#![deny(missing_docs)]
+
+/// Runs the function's body on the IRQ stack of the current CPU (thread).
+///
+/// Calling the function claims this thread's IRQ stack, saves the caller's stack pointer in the
+/// top slot of the IRQ stack, switches to it, runs the body, and switches back. If the IRQ stack
+/// is in use already, the body runs in place, like the kernel's `call_on_irqstack_cond`.
+///
+/// Works on free functions and associated functions without `self`, with any number and types of
+/// arguments, any return type, `unsafe fn`, any ABI (an `extern "C" fn` handler can be installed
+/// as a signal handler), attributes and doc comments kept. Generic, `async`, `const` and
+/// C-variadic functions and methods taking `self` are rejected with an error.
+///
+/// Argument `crate = path` names the facade crate when it is not reachable as `::irqstack`.
+///
+/// ```
+/// #[derive(Debug, Default)]
+/// struct Regs { ip: u64 }
+///
+/// /// Handles the timer.
+/// #[irqstack::on_irqstack]
+/// pub fn handle_timer(vector: u32, regs: &mut Regs, budget: u64) -> u64 {
+///     regs.ip += 4;
+///     u64::from(vector) + budget
+/// }
+///
+/// let mut regs = Regs::default();
+/// assert_eq!(handle_timer(32, &mut regs, 10), 42);
+/// assert_eq!(regs.ip, 4);
+/// ```
+///
+/// Panics cross the switch like any other call:
+///
+/// ```
+/// #[irqstack::on_irqstack]
+/// fn faulty() { panic!("bad device") }
+///
+/// assert!(std::panic::catch_unwind(faulty).is_err());
+/// assert!(!irqstack::irqstack_active());
+/// ```
+pub use irqstack_macros::on_irqstack;
+
+/// Marks a function as `noinstr`, like the kernel's attribute of that name: it is placed in
+/// `.noinstr.text` and never inlined.
+///
+/// The contract (checked by objtool `--noinstr`, not by the compiler): the function makes no call
+/// to instrumentable code outside an [`instr_begin!`] / [`instr_end!`] region. Calling an
+/// `#[on_irqstack]` handler is fine: its trampoline lives in `.noinstr.text` and carries the
+/// markers around its call.
+///
+/// What `noinstr` means in the kernel beyond the section (no tracing, no sanitizers, no coverage)
+/// is a matter of compiler flags in Rust: build such code without `-C instrument-coverage` and
+/// sanitizers.
+///
+/// ```
+/// unsafe extern "C" {
+///     safe fn abs(x: i32) -> i32; // stands in for an instrumentable function
+/// }
+///
+/// #[irqstack::noinstr]
+/// fn entry(x: i32) -> i32 {
+///     irqstack::instr_begin!();
+///     let r = abs(x);
+///     irqstack::instr_end!();
+///     r
+/// }
+/// assert_eq!(entry(-3), 3);
+/// ```
+pub use irqstack_macros::noinstr;
+
+#[cfg(feature = "std")]
+pub use irqstack_rt::{
+    DEFAULT_IRQ_STACK_SIZE, MIN_IRQ_STACK_SIZE, prepare_irq_stack, set_irq_stack_size,
+};
+pub use irqstack_rt::{
+    IrqStackError, interrupted_sp, irq_stack_bounds, irqstack_active, run_on_irqstack,
+};
+
+/// Starts a region in which calls to instrumentable code are allowed (the kernel's
+/// `instrumentation_begin()`).
+///
+/// Expands to one `asm!` statement: a NOP that carries a fresh label, and a record in
+/// `.discard.instr_begin` (or `.discard.annotate_insn` with the `objtool-annotate` feature) that
+/// points at it. The linker drops the record; objtool reads it first. Regions may nest; objtool
+/// counts begins as +1 and ends as -1.
+///
+/// ```
+/// # fn trace(_: &str) {}
+/// irqstack::instr_begin!();
+/// trace("allowed here");
+/// irqstack::instr_end!();
+/// ```
+#[macro_export]
+macro_rules! instr_begin {
+    ($($args:tt)*) => {
+        $crate::__private::instr_marker!([$crate] begin stmt ($($args)*))
+    };
+}
+
+/// Ends a region started by [`instr_begin!`] (the kernel's `instrumentation_end()`).
+///
+/// The label sits on a NOP of its own, so that an end at the end of a conditional block stays
+/// inside the block: a bare label would mark the first instruction after the block, and objtool
+/// would see the region end too early on the path that skips the block.
+///
+/// ```
+/// # fn trace(_: &str) {}
+/// # let cond = true;
+/// irqstack::instr_begin!();
+/// if cond {
+///     irqstack::instr_begin!();
+///     trace("nested");
+///     irqstack::instr_end!();
+/// }
+/// trace("still allowed");
+/// irqstack::instr_end!();
+/// ```
+#[macro_export]
+macro_rules! instr_end {
+    ($($args:tt)*) => {
+        $crate::__private::instr_marker!([$crate] end stmt ($($args)*))
+    };
+}
+
+/// The text of an [`instr_begin!`] marker, as a string literal to place inside a larger `asm!`,
+/// `naked_asm!` or `global_asm!` template.
+///
+/// Each expansion uses a fresh label number (never made only of 0s and 1s, from a range user code
+/// does not use), so it never captures a numeric label of the surrounding template.
+///
+/// ```
+/// # unsafe extern "C" fn ext() {}
+/// unsafe {
+///     core::arch::asm!(
+///         "2:",
+///         irqstack::instr_begin_insn!(),
+///         "call {f}",
+///         irqstack::instr_end_insn!(),
+///         "lea rax, [rip + 2b]",  // still the template's own label 2
+///         f = sym ext,
+///         out("rax") _,
+///         clobber_abi("C"),
+///     );
+/// }
+/// ```
+#[macro_export]
+macro_rules! instr_begin_insn {
+    ($($args:tt)*) => {
+        $crate::__private::instr_marker!([$crate] begin insn ($($args)*))
+    };
+}
+
+/// The text of an [`instr_end!`] marker, as a string literal to place inside a larger asm
+/// template. See [`instr_begin_insn!`].
+///
+/// ```
+/// let text: &str = irqstack::instr_end_insn!();
+/// assert!(text.contains("nop"));
+/// ```
+#[macro_export]
+macro_rules! instr_end_insn {
+    ($($args:tt)*) => {
+        $crate::__private::instr_marker!([$crate] end insn ($($args)*))
+    };
+}
+
+/// What generated code names. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use irqstack_macros::__instr_marker as instr_marker;
+    pub use irqstack_rt::__private::{Switch, try_enter};
+    pub use irqstack_rt::{
+        __irqstack_rt_instr_insn as instr_insn, __irqstack_rt_instr_record as instr_record,
+        __irqstack_rt_ret as ret, __irqstack_rt_section as section,
+        __irqstack_rt_trampoline as trampoline,
+    };
+}
