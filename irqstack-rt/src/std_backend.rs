@@ -101,7 +101,9 @@ pub fn try_enter() -> Option<Switch> {
         // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
         compiler_fence(Ordering::SeqCst);
         Some(Switch { tos })
-    } else if tos == IN_USE {
+    } else if tos != UNMAPPED {
+        // IN_USE: the only value below UNMAPPED. Written as `!= UNMAPPED` so that the flags of
+        // the compare above decide this branch too.
         None
     } else {
         enter_first_time()
