@@ -1,0 +1,310 @@
+//! The switch itself: where the body runs, what it sees, what it returns, nesting, panics,
+//! threads. Each test fails if the behaviour it names breaks.
+
+use std::arch::asm;
+use std::panic;
+
+use irqstack::{interrupted_sp, irq_stack_bounds, irqstack_active, on_irqstack, run_on_irqstack};
+
+/// Address of a local of the calling frame: a point inside the current stack frame.
+#[inline(always)]
+fn here() -> usize {
+    let x = 0u8;
+    std::hint::black_box(&x) as *const u8 as usize
+}
+
+#[inline(always)]
+fn rsp() -> usize {
+    let sp: usize;
+    // SAFETY: copies rsp into a register.
+    unsafe { asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+#[on_irqstack]
+fn where_am_i() -> (usize, Option<usize>, bool) {
+    (here(), interrupted_sp(), irqstack_active())
+}
+
+#[test]
+fn body_runs_inside_the_irq_stack_and_caller_does_not() {
+    let (inside, saved, active) = where_am_i();
+    let bounds = irq_stack_bounds().expect("the IRQ stack exists after a handler ran");
+    assert!(bounds.contains(&inside), "{inside:#x} not in {bounds:x?}");
+    assert!(
+        !bounds.contains(&here()),
+        "the caller runs on the IRQ stack"
+    );
+    assert!(!bounds.contains(&rsp()));
+    assert!(active);
+    assert!(!irqstack_active());
+    assert_eq!(
+        interrupted_sp(),
+        None,
+        "no interrupted sp outside a handler"
+    );
+    // The saved stack pointer is on the caller's own stack, just below its frame.
+    let saved = saved.expect("interrupted_sp inside a switched handler");
+    let me = here();
+    assert!(
+        saved < me && me - saved < 4096,
+        "saved {saved:#x}, caller frame {me:#x}"
+    );
+}
+
+#[on_irqstack]
+fn saved_sp(_x: u64) -> usize {
+    interrupted_sp().unwrap_or(0)
+}
+
+/// The top slot holds exactly the stack pointer of the trampoline after its `push rbp`: the
+/// caller's rsp at the call, minus the return address and the saved rbp.
+#[inline(never)]
+fn caller_sp_and_saved() -> (usize, usize) {
+    let before = rsp();
+    let saved = saved_sp(std::hint::black_box(7));
+    (before, saved)
+}
+
+#[test]
+fn top_slot_holds_the_interrupted_stack_pointer() {
+    let (before, saved) = caller_sp_and_saved();
+    assert_eq!(before - saved, 16, "rsp {before:#x}, saved {saved:#x}");
+}
+
+/// Returns `rsp % 16` at its own entry. Called from a body, it sees the body's call-site
+/// alignment minus the return address: 8 if the body was entered with SysV alignment
+/// (rsp % 16 == 8 at entry, so every call site in it is 16-byte aligned), 0 if the switch
+/// misaligned the IRQ stack.
+#[unsafe(naked)]
+extern "sysv64" fn entry_alignment() -> usize {
+    core::arch::naked_asm!(
+        // rax = rsp % 16 at entry: rsp is not changed, nothing is stored.
+        "mov rax, rsp",
+        "and rax, 15",
+        "ret",
+    )
+}
+
+#[on_irqstack]
+fn alignment_in_body() -> (usize, bool) {
+    (entry_alignment(), irqstack_active())
+}
+
+#[on_irqstack]
+fn alignment_six(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64) -> usize {
+    std::hint::black_box(a ^ b ^ c ^ d ^ e ^ f);
+    entry_alignment()
+}
+
+#[derive(Clone, Copy)]
+struct Forty([u64; 5]);
+
+#[on_irqstack]
+fn alignment_block(s: Forty) -> (usize, u64) {
+    (entry_alignment(), s.0[4])
+}
+
+#[test]
+fn body_is_entered_with_sysv_alignment() {
+    assert_eq!(entry_alignment(), 8, "the probe itself");
+    assert_eq!(alignment_in_body(), (8, true));
+    assert_eq!(alignment_six(1, 2, 3, 4, 5, 6), 8);
+    assert_eq!(alignment_block(Forty([1, 2, 3, 4, 5])), (8, 5));
+    assert_eq!(
+        run_on_irqstack(|| (entry_alignment(), irqstack_active())),
+        (8, true)
+    );
+}
+
+/// What a handler sees: a stack address, the saved link, whether it is on the IRQ stack.
+type Seen = (usize, Option<usize>, bool);
+
+#[on_irqstack]
+fn inner() -> Seen {
+    (here(), interrupted_sp(), irqstack_active())
+}
+
+#[on_irqstack]
+fn outer() -> (Seen, Seen) {
+    let me = (here(), interrupted_sp(), irqstack_active());
+    (me, inner())
+}
+
+#[test]
+fn nested_handler_runs_in_place() {
+    let ((o_sp, o_saved, o_active), (i_sp, i_saved, i_active)) = outer();
+    let bounds = irq_stack_bounds().unwrap();
+    assert!(o_active && i_active);
+    assert!(bounds.contains(&o_sp) && bounds.contains(&i_sp));
+    // In place: the inner frame is at or below the outer one (the same frame when the optimizer
+    // inlines the inner body), not back at the top of the stack.
+    assert!(i_sp <= o_sp, "inner {i_sp:#x} outer {o_sp:#x}");
+    // No second switch: the top slot still holds the link to the caller's stack saved by the
+    // outer switch (a second switch would have stored an IRQ-stack address there).
+    assert_eq!(i_saved, o_saved);
+    assert!(!bounds.contains(&i_saved.unwrap()));
+    assert!(!irqstack_active());
+    // After the nest, a call switches again (the in-use state was released).
+    assert!(irq_stack_bounds().unwrap().contains(&where_am_i().0));
+}
+
+#[test]
+fn closure_form_switches_and_nests() {
+    let v = [1u64, 2, 3];
+    let (sum, sp, active, nested) = run_on_irqstack(|| {
+        let nested = run_on_irqstack(|| (here(), irqstack_active()));
+        (v.iter().sum::<u64>(), here(), irqstack_active(), nested)
+    });
+    let bounds = irq_stack_bounds().unwrap();
+    assert_eq!(sum, 6);
+    assert!(active && nested.1);
+    assert!(bounds.contains(&sp) && bounds.contains(&nested.0) && nested.0 <= sp);
+    assert!(!irqstack_active());
+}
+
+#[on_irqstack]
+fn capture() -> String {
+    std::backtrace::Backtrace::force_capture().to_string()
+}
+
+#[inline(never)]
+fn distinctive_caller_for_backtrace() -> String {
+    let bt = capture();
+    std::hint::black_box(bt)
+}
+
+#[test]
+fn backtrace_from_the_body_reaches_the_caller() {
+    let bt = distinctive_caller_for_backtrace();
+    let body = bt.find("capture::__irqstack_body").expect(&bt);
+    let tramp = bt.find("__irqstack_trampoline").expect(&bt);
+    let caller = bt.find("distinctive_caller_for_backtrace").expect(&bt);
+    assert!(body < tramp && tramp < caller, "{bt}");
+    // And past the caller to the root of the test thread, on the original stack.
+    assert!(bt[caller..].contains("start_thread"), "{bt}");
+}
+
+#[on_irqstack]
+fn panicking(n: u64) -> u64 {
+    if n.is_multiple_of(2) {
+        panic!("handler panic {n}");
+    }
+    n
+}
+
+#[test]
+fn panics_propagate_and_release_the_stack_1000_times() {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let mut caught = 0;
+    for n in 0..2000u64 {
+        match panic::catch_unwind(|| panicking(n)) {
+            Ok(v) => assert_eq!(v, n),
+            Err(p) => {
+                caught += 1;
+                assert_eq!(
+                    p.downcast_ref::<String>().unwrap(),
+                    &format!("handler panic {n}")
+                );
+            }
+        }
+        assert!(!irqstack_active());
+        // The next call switches again: the in-use state was restored by the unwind.
+        let (sp, saved, _) = where_am_i();
+        assert!(irq_stack_bounds().unwrap().contains(&sp), "iteration {n}");
+        assert!(saved.is_some());
+    }
+    panic::set_hook(hook);
+    assert_eq!(caught, 1000);
+}
+
+#[test]
+fn panics_in_the_closure_form_propagate() {
+    let r = panic::catch_unwind(|| run_on_irqstack(|| -> u32 { panic!("closure") }));
+    assert!(r.is_err());
+    assert!(run_on_irqstack(irqstack_active));
+}
+
+fn mapped(range: &std::ops::Range<usize>) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|l| {
+        let (lo, hi) = l.split_once(' ').unwrap().0.split_once('-').unwrap();
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        );
+        lo < range.end && range.start < hi
+    })
+}
+
+#[test]
+fn threads_get_their_own_stacks_unmapped_at_exit() {
+    let both_alive = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let spawn_pair = |barrier: std::sync::Arc<std::sync::Barrier>| {
+        std::thread::spawn(move || {
+            let (sp, _, _) = where_am_i();
+            let b = irq_stack_bounds().unwrap();
+            assert!(b.contains(&sp));
+            // Both threads hold their stacks at the same time here.
+            barrier.wait();
+            b
+        })
+    };
+    let spawn = || spawn_pair(std::sync::Arc::new(std::sync::Barrier::new(1)));
+    let (a, b) = (spawn_pair(both_alive.clone()), spawn_pair(both_alive));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert!(
+        a.end <= b.start || b.end <= a.start,
+        "{a:x?} overlaps {b:x?}"
+    );
+    // Both threads have exited: their stacks (and guard pages) are gone. Another test of this
+    // binary may map something at the same address meanwhile, so before calling it a leak,
+    // retry with a fresh thread and check its stack alone.
+    let leaked = |r: &std::ops::Range<usize>| mapped(&(r.start - 4096..r.end));
+    if leaked(&a) || leaked(&b) {
+        let again = spawn().join().unwrap();
+        assert!(
+            !leaked(&again),
+            "IRQ stack {again:x?} still mapped after its thread exited"
+        );
+    }
+    // The calling thread's own stack stays mapped while the thread lives.
+    where_am_i();
+    assert!(mapped(&irq_stack_bounds().unwrap()));
+}
+
+#[test]
+fn stack_size_is_configurable() {
+    let default = std::thread::spawn(|| irqstack::prepare_irq_stack().unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(default.len(), irqstack::DEFAULT_IRQ_STACK_SIZE);
+    irqstack::set_irq_stack_size(200 * 1024 + 1);
+    let bigger = std::thread::spawn(|| irqstack::prepare_irq_stack().unwrap())
+        .join()
+        .unwrap();
+    irqstack::set_irq_stack_size(1);
+    let smallest = std::thread::spawn(|| irqstack::prepare_irq_stack().unwrap())
+        .join()
+        .unwrap();
+    irqstack::set_irq_stack_size(irqstack::DEFAULT_IRQ_STACK_SIZE);
+    // Rounded up to whole pages; never below the kernel's 16 KiB.
+    assert_eq!(bigger.len(), 204 * 1024);
+    assert_eq!(smallest.len(), irqstack::MIN_IRQ_STACK_SIZE);
+}
+
+#[test]
+fn guard_page_sits_below_the_stack() {
+    let r = irqstack::prepare_irq_stack().unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let guard = maps.lines().find(|l| {
+        let lo_hi = l.split_once(' ').unwrap().0;
+        lo_hi.ends_with(&format!("-{:x}", r.start))
+    });
+    let guard = guard.unwrap_or_else(|| panic!("no mapping ends at {:#x}:\n{maps}", r.start));
+    assert!(
+        guard.contains(" ---p "),
+        "guard page is accessible: {guard}"
+    );
+}
