@@ -95,12 +95,12 @@ pub use irqstack_macros::on_irqstack;
 /// ```
 pub use irqstack_macros::noinstr;
 
+pub use irqstack_rt::{
+    Backend, IrqStackError, interrupted_sp, irq_stack_bounds, irqstack_active, run_on_irqstack,
+};
 #[cfg(feature = "std")]
 pub use irqstack_rt::{
     DEFAULT_IRQ_STACK_SIZE, MIN_IRQ_STACK_SIZE, prepare_irq_stack, set_irq_stack_size,
-};
-pub use irqstack_rt::{
-    IrqStackError, interrupted_sp, irq_stack_bounds, irqstack_active, run_on_irqstack,
 };
 
 /// Starts a region in which calls to instrumentable code are allowed (the kernel's
@@ -190,6 +190,8 @@ macro_rules! instr_end_insn {
         $crate::__private::instr_marker!([$crate] end insn ($($args)*))
     };
 }
+
+pub use irqstack_rt::set_backend;
 
 /// What generated code names. Not a public API: it changes without notice.
 #[doc(hidden)]

@@ -21,7 +21,10 @@ compile_error!(
 #[cfg(feature = "std")]
 extern crate std;
 
+mod backend_trait;
 mod pieces;
+
+pub use backend_trait::Backend;
 
 #[cfg(feature = "std")]
 mod std_backend;

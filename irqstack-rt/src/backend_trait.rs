@@ -1,0 +1,152 @@
+//! The per-CPU data interface for `no_std` builds: [`Backend`] and [`set_backend!`].
+
+use core::ops::Range;
+use core::ptr::NonNull;
+
+/// Where a `no_std` build keeps this CPU's IRQ stack and its in-use flag.
+///
+/// Without the `std` feature, the final binary (the kernel, or the kernel module's glue) names
+/// its implementation once with [`set_backend!`](crate::set_backend). Every `#[on_irqstack]`
+/// handler and [`run_on_irqstack`](crate::run_on_irqstack) then go through it.
+///
+/// # Safety
+///
+/// The implementation promises, for the CPU it runs on:
+///
+/// - **One stack per CPU, one user at a time.** [`claim`](Backend::claim) returns `Some(tos)` only
+///   if this CPU's IRQ stack is free, and marks it in use before returning; until the matching
+///   [`release`](Backend::release), every further `claim` on this CPU returns `None` (the
+///   handler then runs in place). Claim and release happen on the same CPU: call them with
+///   interrupts (and preemption) disabled, as the kernel's entry code does. In debug builds the
+///   generated code calls [`assert_irqs_disabled`](Backend::assert_irqs_disabled) first.
+/// - **The top slot.** `tos` is the address of the 8-byte slot at the top of the IRQ stack where
+///   the trampoline stores the interrupted stack pointer; the trampoline then sets `rsp = tos`
+///   and calls the body, so the stack grows down from `tos`. `tos` must be 8-byte aligned, and
+///   16-byte aligned unless the whole build uses 8-byte stack alignment (the kernel's
+///   `-mstack-alignment=8`; feature `kernel-abi`). The kernel stores `IRQ_STACK_SIZE - 8` above
+///   the stack base (`hardirq_stack_ptr`), already adjusted, so the hot path needs no arithmetic.
+/// - **The memory.** The stack below `tos` is mapped, writable, reserved for this CPU's IRQ
+///   stack, and large enough for the deepest handler nesting (overflow should hit a guard page).
+/// - **No instrumentation.** The functions run in `noinstr` context (they are placed in
+///   `.noinstr.text`): no calls to traceable or instrumented code, no allocation, no locks
+///   that an interrupt could already hold.
+/// - [`bounds`](Backend::bounds) and [`top_slot`](Backend::top_slot) describe the same stack:
+///   `top_slot()` equals what `claim` returns, and `bounds()` contains it.
+///
+/// # Example
+///
+/// A backend over static per-CPU arrays indexed by a CPU number (a real kernel would use its
+/// per-CPU area; see also `gs_percpu_backend!`):
+///
+/// ```no_run
+/// use core::ops::Range;
+/// use core::ptr::NonNull;
+/// use core::sync::atomic::{AtomicBool, Ordering};
+///
+/// const STACK: usize = 16 * 1024;
+/// #[repr(align(16))]
+/// struct Stack([u8; STACK]);
+/// static mut STACKS: [Stack; 1] = [Stack([0; STACK])];
+/// static IN_USE: [AtomicBool; 1] = [AtomicBool::new(false)];
+/// fn this_cpu() -> usize { 0 }
+///
+/// struct MyBackend;
+/// // SAFETY: one stack per CPU, claimed with a per-CPU flag, called with IRQs off;
+/// // tos = top - 16 is 16-byte aligned; nothing here is instrumented.
+/// unsafe impl irqstack::Backend for MyBackend {
+///     fn claim() -> Option<NonNull<u8>> {
+///         let cpu = this_cpu();
+///         if IN_USE[cpu].swap(true, Ordering::Relaxed) {
+///             return None;
+///         }
+///         NonNull::new(Self::top_slot()? as *mut u8)
+///     }
+///     unsafe fn release(_tos: NonNull<u8>) {
+///         IN_USE[this_cpu()].store(false, Ordering::Relaxed);
+///     }
+///     fn bounds() -> Option<Range<usize>> {
+///         let base = unsafe { core::ptr::addr_of!(STACKS[this_cpu()]) } as usize;
+///         Some(base..base + STACK)
+///     }
+///     fn top_slot() -> Option<usize> {
+///         Some(Self::bounds()?.end - 16)
+///     }
+/// }
+///
+/// irqstack::set_backend!(MyBackend);
+/// # fn main() {}
+/// ```
+pub unsafe trait Backend {
+    /// If this CPU's IRQ stack is free: marks it in use and returns its top slot. If it is in
+    /// use: `None`, and the handler runs in place.
+    fn claim() -> Option<NonNull<u8>>;
+
+    /// Marks this CPU's IRQ stack free again.
+    ///
+    /// # Safety
+    ///
+    /// `tos` is what the matching [`claim`](Backend::claim) on this CPU returned, and the code
+    /// that ran on the stack has returned (or unwound) off it.
+    unsafe fn release(tos: NonNull<u8>);
+
+    /// This CPU's IRQ stack, `[low, high)`, or `None` if it has none.
+    fn bounds() -> Option<Range<usize>>;
+
+    /// Address of this CPU's top slot (what `claim` returns), or `None` if it has no IRQ stack.
+    fn top_slot() -> Option<usize>;
+
+    /// Called before each claim in debug builds; panic (or BUG) if interrupts are enabled, like
+    /// the kernel's `lockdep_assert_irqs_disabled()`. The default does nothing.
+    #[inline(always)]
+    fn assert_irqs_disabled() {}
+}
+
+/// Names the [`Backend`] of a `no_std` build. Use it exactly once, in the final binary (or
+/// kernel module glue).
+///
+/// It defines the link-time hooks the library calls, in `.noinstr.text`. A build that uses
+/// `#[on_irqstack]` without `std` and without `set_backend!` fails to link with undefined symbols
+/// named `_irqstack_no_backend__call_irqstack_set_backend_*`; using it twice defines them twice.
+///
+/// See [`Backend`] for an example.
+#[macro_export]
+macro_rules! set_backend {
+    ($backend:ty $(,)?) => {
+        const _: () = {
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_claim()
+            -> ::core::option::Option<::core::ptr::NonNull<u8>> {
+                #[cfg(debug_assertions)]
+                <$backend as $crate::Backend>::assert_irqs_disabled();
+                <$backend as $crate::Backend>::claim()
+            }
+
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_release(
+                tos: ::core::ptr::NonNull<u8>,
+            ) {
+                // SAFETY: the library calls this once per successful claim, after the switch
+                // back (see `Switch::drop`).
+                unsafe { <$backend as $crate::Backend>::release(tos) }
+            }
+
+            #[unsafe(no_mangle)]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_bounds()
+            -> ::core::option::Option<::core::ops::Range<usize>> {
+                <$backend as $crate::Backend>::bounds()
+            }
+
+            #[unsafe(no_mangle)]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_top_slot()
+            -> ::core::option::Option<usize> {
+                <$backend as $crate::Backend>::top_slot()
+            }
+        };
+    };
+}
