@@ -191,7 +191,7 @@ macro_rules! instr_end_insn {
     };
 }
 
-pub use irqstack_rt::set_backend;
+pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 
 /// What generated code names. Not a public API: it changes without notice.
 #[doc(hidden)]

@@ -15,6 +15,8 @@ mod attr;
 mod classify;
 mod label;
 mod marker;
+#[cfg(test)]
+mod no_panic_tests;
 mod noinstr;
 mod on_irqstack;
 mod valid;

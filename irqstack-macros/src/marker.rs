@@ -49,7 +49,7 @@ fn parse(input: TokenStream) -> Result<TokenStream, Error> {
             _ => format!("instr_{kind}_insn!"),
         };
         let what = if form == "stmt" {
-            "it marks the next instruction"
+            "the marker is the statement itself"
         } else {
             "it expands to the asm text of one marked NOP"
         };

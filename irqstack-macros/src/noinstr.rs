@@ -17,39 +17,47 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let func = match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(f)) => f,
-        Ok(other) => {
-            errors.push(Error::new(
-                valid::first_token_span(&other),
-                "`#[noinstr]` can only be applied to a function with a body: it places the \
-                 function in `.noinstr.text` for objtool",
+        Ok(Item::Verbatim(tokens)) if valid::is_bodiless_fn(&tokens) => {
+            errors.push(Error::new_spanned(
+                valid::after_attrs(&tokens),
+                "`#[noinstr]` needs a function with a body, and this declaration has none; put \
+                 it on the function that implements it (a trait method's default body, or each \
+                 impl's method)",
             ));
             return errors.emit_with(item);
         }
-        Err(e) => {
+        Ok(other) => {
             errors.push(Error::new(
-                e.span(),
-                format!("`#[noinstr]` must be applied to a function with a body ({e})"),
+                valid::first_token_span(&other),
+                "`#[noinstr]` can only be applied to a function with a body (it places the \
+                 function's code in `.noinstr.text` for objtool); put it on a `fn` item",
             ));
+            return errors.emit_with(item);
+        }
+        Err(_) => {
+            errors.push(valid::not_an_item(&item, "noinstr"));
             return errors.emit_with(item);
         }
     };
     for attr in &func.attrs {
-        if attr.path().is_ident("inline") {
+        let path = attr.path();
+        let last = path.segments.last().map(|s| s.ident.to_string());
+        if path.is_ident("inline") {
             errors.push(Error::new_spanned(
                 attr,
                 "`#[noinstr]` functions are never inlined (inlined code would leave \
                  `.noinstr.text`); remove this `#[inline]`",
             ));
         }
-        if attr.path().is_ident("link_section")
-            || attr.path().is_ident("unsafe") && quote!(#attr).to_string().contains("link_section")
+        if path.is_ident("link_section")
+            || path.is_ident("unsafe") && quote!(#attr).to_string().contains("link_section")
         {
             errors.push(Error::new_spanned(
                 attr,
                 "`#[noinstr]` sets the section to `.noinstr.text`; remove this `link_section`",
             ));
         }
-        if attr.path().is_ident("noinstr") {
+        if last.as_deref() == Some("noinstr") {
             errors.push(Error::new_spanned(
                 attr,
                 "`#[noinstr]` is applied twice; remove one of them",

@@ -28,15 +28,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = match parsed {
         Ok(Item::Fn(f)) => f,
         Ok(other) => return fallback(args.err(), valid::not_a_function(&other), item),
-        Err(e) => {
-            let e = Error::new(
-                e.span(),
-                format!(
-                    "`#[on_irqstack]` must be applied to a function with a body ({e}); a trait \
-                     method without a body, a closure or a statement cannot be a handler"
-                ),
-            );
-            return fallback(args.err(), e, item);
+        Err(_) => {
+            return fallback(args.err(), valid::not_an_item(&item, "on_irqstack"), item);
         }
     };
     let mut errors = valid::Errors::default();
@@ -195,7 +188,15 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         }
     };
 
-    let has_inline = attrs.iter().any(|a| a.path().is_ident("inline"));
+    // A `#[noinstr]` below this attribute puts the wrapper out of line itself (and rejects any
+    // `#[inline]`), so it gets no `#[inline(always)]` then.
+    let has_inline = attrs.iter().any(|a| {
+        a.path().is_ident("inline")
+            || a.path()
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "noinstr")
+    });
     let inline = if has_inline {
         quote!()
     } else {

@@ -150,3 +150,134 @@ macro_rules! set_backend {
         };
     };
 }
+
+/// Bytes between a stack's top slot (`tos`, where the switch saves the interrupted stack
+/// pointer) and the top of the stack: 8 with feature `kernel-abi` (the kernel's
+/// `hardirq_stack_ptr = va + IRQ_STACK_SIZE - 8`), 16 otherwise (the slot must be 16-byte aligned
+/// for SysV code, so 8 bytes of padding sit above it).
+pub const TOP_SLOT_OFFSET: usize = if cfg!(feature = "kernel-abi") { 8 } else { 16 };
+
+/// Type check for `gs_percpu_backend!`: the two per-CPU variables must be a `usize` and a `bool`.
+#[doc(hidden)]
+pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const bool) {}
+
+/// A ready [`Backend`] for kernels that keep the IRQ stack in two per-CPU variables the way
+/// Linux 5.12+ does, addressed `%gs`-relative:
+///
+/// - `$stack_ptr: usize`, the `hardirq_stack_ptr`: this CPU's top slot, already adjusted
+///   (`stack base + size - 8` with `kernel-abi`; `- 16` for SysV alignment);
+/// - `$in_use: bool`, the `hardirq_stack_inuse`.
+///
+/// `size = bytes` gives the stack size for [`irq_stack_bounds`](crate::irq_stack_bounds) (default
+/// 16 KiB, the kernel's `IRQ_STACK_SIZE`).
+///
+/// Each access is one instruction, `mov reg, gs:[rip + var]`: the CPU adds the `%gs` base to the
+/// variable's address. That is how Linux 6.8+ addresses per-CPU data (PC-relative, which also
+/// works with the older zero-based per-CPU section: the displacement wraps to the small offset)
+/// and how a user-space emulation works: set the `%gs` base of a thread to
+/// `its copy - address of the template variable`.
+///
+/// ```no_run
+/// #[allow(non_upper_case_globals)]
+/// #[unsafe(no_mangle)]
+/// static mut hardirq_stack_ptr: usize = 0;
+/// #[allow(non_upper_case_globals)]
+/// #[unsafe(no_mangle)]
+/// static mut hardirq_stack_inuse: bool = false;
+///
+/// irqstack::gs_percpu_backend!(hardirq_stack_ptr, hardirq_stack_inuse, size = 16 * 1024);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! gs_percpu_backend {
+    ($stack_ptr:path, $in_use:path $(,)?) => {
+        $crate::gs_percpu_backend!($stack_ptr, $in_use, size = 16 * 1024);
+    };
+    ($stack_ptr:path, $in_use:path, size = $size:expr $(,)?) => {
+        const _: () = {
+            const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
+
+            struct GsPercpu;
+
+            impl GsPercpu {
+                #[inline(always)]
+                fn stack_ptr() -> usize {
+                    let v: usize;
+                    // SAFETY: reads this CPU's copy of the per-CPU variable, at
+                    // `%gs base + address of the variable`; no stack use, flags untouched.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "mov {v}, qword ptr gs:[rip + {var}]",
+                            v = out(reg) v,
+                            var = sym $stack_ptr,
+                            options(nostack, readonly, preserves_flags),
+                        )
+                    };
+                    v
+                }
+            }
+
+            // SAFETY: the kernel's own discipline, which the macro's user promises by naming
+            // the variables: one IRQ stack per CPU whose top slot is in `$stack_ptr`, in use
+            // while `$in_use` is true, accessed with interrupts disabled on the owning CPU.
+            unsafe impl $crate::Backend for GsPercpu {
+                #[inline(always)]
+                fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
+                    let in_use: u32;
+                    // SAFETY: as in `stack_ptr`: one byte of this CPU's copy.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "movzx {v:e}, byte ptr gs:[rip + {var}]",
+                            v = out(reg) in_use,
+                            var = sym $in_use,
+                            options(nostack, readonly, preserves_flags),
+                        )
+                    };
+                    if in_use != 0 {
+                        return ::core::option::Option::None;
+                    }
+                    // SAFETY: writes this CPU's copy of the flag; interrupts are off, so no
+                    // other code on this CPU runs between the test above and this store.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "mov byte ptr gs:[rip + {var}], 1",
+                            var = sym $in_use,
+                            options(nostack, preserves_flags),
+                        )
+                    };
+                    ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)
+                }
+
+                #[inline(always)]
+                unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
+                    // SAFETY: clears this CPU's copy of the flag after the switch back.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "mov byte ptr gs:[rip + {var}], 0",
+                            var = sym $in_use,
+                            options(nostack, preserves_flags),
+                        )
+                    };
+                }
+
+                #[inline(always)]
+                fn bounds() -> ::core::option::Option<::core::ops::Range<usize>> {
+                    let tos = Self::stack_ptr();
+                    if tos == 0 {
+                        return ::core::option::Option::None;
+                    }
+                    let top = tos + $crate::TOP_SLOT_OFFSET;
+                    ::core::option::Option::Some(top - ($size)..top)
+                }
+
+                #[inline(always)]
+                fn top_slot() -> ::core::option::Option<usize> {
+                    let tos = Self::stack_ptr();
+                    (tos != 0).then_some(tos)
+                }
+            }
+
+            $crate::set_backend!(GsPercpu);
+        };
+    };
+}

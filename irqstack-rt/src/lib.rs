@@ -21,10 +21,19 @@ compile_error!(
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(all(feature = "std", feature = "kernel-abi"))]
+compile_error!(
+    "irqstack: feature `kernel-abi` (8-byte stack alignment, top of stack minus 8) is for no_std \
+     kernel builds; the std backend must keep the 16-byte alignment that user-space code relies \
+     on. Turn off `std` (default-features = false) or `kernel-abi`."
+);
+
 mod backend_trait;
 mod pieces;
 
-pub use backend_trait::Backend;
+#[doc(hidden)]
+pub use backend_trait::__assert_percpu_types;
+pub use backend_trait::{Backend, TOP_SLOT_OFFSET};
 
 #[cfg(feature = "std")]
 mod std_backend;

@@ -54,7 +54,8 @@ pub const MIN_IRQ_STACK_SIZE: usize = 16 * 1024;
 /// Bytes reserved at the top of the stack for the saved stack pointer. 16, not 8: the trampoline
 /// switches `rsp` to the slot address and then `call`s the body, and SysV wants `rsp % 16 == 0`
 /// at a call, so the slot must be 16-byte aligned. The 8 bytes above the slot are padding.
-const TOP_RESERVE: usize = 16;
+const TOP_RESERVE: usize = crate::TOP_SLOT_OFFSET;
+const _: () = assert!(TOP_RESERVE == 16);
 
 static STACK_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_IRQ_STACK_SIZE);
 

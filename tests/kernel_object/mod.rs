@@ -70,7 +70,10 @@ fn build_try(
         .args(extra)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_TARGET_DIR")
+        // As the kernel does: unstable `-Z` code generation flags (the hardened variants) with
+        // the stable compiler. Set for every variant so that they share their dependencies.
+        .env("RUSTC_BOOTSTRAP", "1");
     let out = cmd
         .output()
         .expect("running cargo for examples/kernel_module");

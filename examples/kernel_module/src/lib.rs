@@ -125,6 +125,30 @@ pub extern "C" fn irqstack_km_entry_unmarked(vector: u64) {
     unsafe { irqstack_km_trace(vector) };
 }
 
+/// Negative oracle for the hardening checks: a trampoline written without the frame setup
+/// (`push rbp; mov rbp, rsp`). objtool `--stackval` must reject its call.
+#[cfg(feature = "broken-trampoline")]
+#[unsafe(naked)]
+#[unsafe(link_section = ".noinstr.text")]
+#[unsafe(no_mangle)]
+pub unsafe extern "sysv64" fn irqstack_km_broken_trampoline(_vector: u64, _tos: *mut u8) -> u64 {
+    core::arch::naked_asm!(
+        "mov qword ptr [rsi], rsp",
+        "mov rsp, rsi",
+        irqstack::instr_begin_insn!(),
+        "call {body}",
+        irqstack::instr_end_insn!(),
+        "pop rsp",
+        irqstack::__private::ret!(),
+        body = sym broken_body,
+    )
+}
+
+#[cfg(feature = "broken-trampoline")]
+extern "sysv64" fn broken_body(vector: u64) -> u64 {
+    vector + 1
+}
+
 /// Duplication check: a marked region in an `#[inline(always)]` function, inlined into ten
 /// callers. Every copy of the `asm!` block must bring its own label and record, so the object
 /// holds ten begin/end pairs, one inside each caller.

@@ -1,0 +1,203 @@
+//! Instruction counts: each row of `benches/switch.rs` as a loop of `n` calls in a function of its
+//! own, with an unmangled name (`icount_row_<row>`), so that callgrind can count exactly that
+//! function (`--toggle-collect=icount_row_<row>`) and `objdump` can find its loop.
+//!
+//! `scripts/bench-icount.sh` builds this in the bench profile (release + debug info), runs every
+//! row under callgrind with two values of `n` and prints instructions per call, minus the direct
+//! call. Differencing two runs cancels everything that does not repeat per call.
+//!
+//! Usage: `icount <row> <n>`, or `icount list`. Run without a row (as `cargo bench` does), it runs
+//! every row briefly and checks the results, so the binary is exercised wherever benches run.
+
+use std::hint::black_box;
+
+#[path = "common/rows.rs"]
+mod rows;
+
+// Every `icount_row_*` is unmangled so that callgrind and objdump can name it; the names carry a
+// prefix no other symbol uses. The body of each is the same loop around a different call.
+
+/// Row 1: direct call.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_direct(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::direct(black_box(i)));
+    }
+    last
+}
+
+/// Row 2: `#[on_irqstack]`, switching.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_switched(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::switched(black_box(i)));
+    }
+    last
+}
+
+/// Row 3: `#[on_irqstack]` nested: `main` calls this on the IRQ stack, so each call runs in
+/// place.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_nested(n: u64) -> u64 {
+    // Also keeps the linker from folding this function into the identical `icount_row_switched`
+    // (one check per run: the two-run difference cancels it).
+    assert!(irqstack::irqstack_active());
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::switched(black_box(i)));
+    }
+    last
+}
+
+/// Row 4: `run_on_irqstack` with a closure.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_closure(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::closure(black_box(i)));
+    }
+    last
+}
+
+/// Row 5: `psm::on_stack` on a pre-allocated stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_psm(n: u64, stack: &rows::PsmStack) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(stack.call(black_box(i)));
+    }
+    last
+}
+
+/// Row 6: `stacker::maybe_grow`, no switch needed.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_stacker(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::stacker(black_box(i)));
+    }
+    last
+}
+
+/// Row 7 baseline: six arguments, direct.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_direct6(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        let a = black_box(i);
+        last = black_box(rows::direct6(a, a, a, a, a, a));
+    }
+    last
+}
+
+/// Row 7: six arguments, switching (`tos` passed on the stack).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_switched6(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        let a = black_box(i);
+        last = black_box(rows::switched6(a, a, a, a, a, a));
+    }
+    last
+}
+
+/// Row 8 baseline: a 40-byte struct by value, direct.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_direct_struct(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::direct_struct(rows::Frame40::splat(i)));
+    }
+    last
+}
+
+/// Row 8: a 40-byte struct by value, switching (argument block).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_switched_struct(n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::switched_struct(rows::Frame40::splat(i)));
+    }
+    last
+}
+
+/// Row names, in table order.
+const ROWS: &[&str] = &[
+    "direct",
+    "switched",
+    "nested",
+    "closure",
+    "psm",
+    "stacker",
+    "direct6",
+    "switched6",
+    "direct_struct",
+    "switched_struct",
+];
+
+/// Runs `n` calls of `row`; returns the last result.
+fn run(row: &str, n: u64, psm_stack: &rows::PsmStack) -> u64 {
+    match row {
+        "direct" => icount_row_direct(n),
+        "switched" => icount_row_switched(n),
+        "nested" => irqstack::run_on_irqstack(|| icount_row_nested(n)),
+        "closure" => icount_row_closure(n),
+        "psm" => icount_row_psm(n, psm_stack),
+        "stacker" => icount_row_stacker(n),
+        "direct6" => icount_row_direct6(n),
+        "switched6" => icount_row_switched6(n),
+        "direct_struct" => icount_row_direct_struct(n),
+        "switched_struct" => icount_row_switched_struct(n),
+        other => panic!("unknown row {other:?}; rows: {ROWS:?}"),
+    }
+}
+
+fn main() {
+    // Everything that happens once (mapping the IRQ stack, stacker's lazy stack-limit lookup,
+    // the psm stack's allocation) happens here, outside the counted functions.
+    irqstack::prepare_irq_stack().expect("mmap of the IRQ stack failed");
+    black_box(stacker::remaining_stack());
+    let psm_stack = rows::PsmStack::new(irqstack::DEFAULT_IRQ_STACK_SIZE);
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [cmd] if cmd == "list" => {
+            for row in ROWS {
+                println!("{row}");
+            }
+        }
+        [row, n] if ROWS.contains(&row.as_str()) => {
+            let n: u64 = n.parse().expect("n must be a number");
+            println!("{row} {n} {}", run(row, n, &psm_stack));
+        }
+        _ => {
+            // `cargo bench` (it passes `--bench`): a quick check of every row.
+            let n = 1000;
+            for row in ROWS {
+                let last = run(row, n, &psm_stack);
+                let expect = match *row {
+                    "direct6" | "switched6" => (n - 1) * 6 + 1,
+                    "direct_struct" | "switched_struct" => (n - 1) * 5 + 1,
+                    _ => n,
+                };
+                assert_eq!(last, expect, "row {row}");
+            }
+            println!(
+                "icount: {} rows ok; for instruction counts run scripts/bench-icount.sh",
+                ROWS.len()
+            );
+        }
+    }
+}

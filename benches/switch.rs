@@ -1,0 +1,93 @@
+//! Wall-clock cost of one call: direct, `#[on_irqstack]` (switched and nested), the closure
+//! form, `psm::on_stack`, `stacker::maybe_grow`, a six-argument handler and a handler taking a
+//! 40-byte struct by value. Every row computes `x.wrapping_add(1)` with `x` and the result behind
+//! `black_box`, in the same run, so the rows can be compared with each other.
+//!
+//! Run: `cargo bench --bench switch` (about 30 s). `scripts/bench-criterion.sh` runs it and prints
+//! the medians as a table. Wall-clock numbers on a shared 2-core machine are noisy; the
+//! instruction counts of `benches/icount.rs` are the stable measure.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "common/rows.rs"]
+mod rows;
+
+fn calls(c: &mut Criterion) {
+    // Create the IRQ stack now, not inside the first measured call.
+    irqstack::prepare_irq_stack().expect("mmap of the IRQ stack failed");
+    let psm_stack = rows::PsmStack::new(irqstack::DEFAULT_IRQ_STACK_SIZE);
+
+    let mut g = c.benchmark_group("call");
+    let x = 41u64;
+
+    g.bench_function("1_direct", |b| b.iter(|| rows::direct(black_box(x))));
+    g.bench_function("2_switched", |b| b.iter(|| rows::switched(black_box(x))));
+    g.bench_function("3_nested_in_place", |b| {
+        // The whole timed loop runs on the IRQ stack, so every call finds it in use and runs in
+        // place. Only the loop is on the IRQ stack; criterion's bookkeeping is not.
+        b.iter_custom(|iters| {
+            irqstack::run_on_irqstack(|| {
+                assert!(irqstack::irqstack_active());
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(rows::switched(black_box(x)));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("4_run_on_irqstack", |b| {
+        b.iter(|| rows::closure(black_box(x)))
+    });
+    g.bench_function("5_psm_on_stack", |b| {
+        b.iter(|| psm_stack.call(black_box(x)))
+    });
+    g.bench_function("6_stacker_maybe_grow", |b| {
+        b.iter(|| rows::stacker(black_box(x)))
+    });
+    g.bench_function("7_direct_6_args", |b| {
+        b.iter(|| {
+            rows::direct6(
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+            )
+        })
+    });
+    g.bench_function("7_switched_6_args", |b| {
+        b.iter(|| {
+            rows::switched6(
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+                black_box(x),
+            )
+        })
+    });
+    g.bench_function("8_direct_struct40", |b| {
+        b.iter(|| rows::direct_struct(rows::Frame40::splat(x)))
+    });
+    g.bench_function("8_switched_struct40", |b| {
+        b.iter(|| rows::switched_struct(rows::Frame40::splat(x)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: ten rows in about 30 s. CI only builds this (`cargo bench --no-run`).
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = calls
+}
+criterion_main!(benches);

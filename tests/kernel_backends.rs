@@ -1,0 +1,115 @@
+//! Kernel crates: the `%gs` per-CPU backend run for real in user space, the link error without a
+//! backend, and the hardened build modes (`kernel-abi`, `rethunk`, `sls`) checked by objtool.
+
+mod kernel_object;
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use kernel_object::{build, repo, required_objtools, run_objtool};
+
+/// The fixtures share one target directory: one cargo at a time.
+static FIXTURES: Mutex<()> = Mutex::new(());
+
+fn cargo_fixture(name: &str, subcommand: &str) -> std::process::Output {
+    let _guard = FIXTURES.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    Command::new(cargo)
+        .current_dir(repo().join("tests/fixtures").join(name))
+        .args([subcommand, "--quiet", "--release"])
+        .arg("--target-dir")
+        .arg(repo().join("target/fixtures"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("running cargo")
+}
+
+#[test]
+fn gs_percpu_backend_runs_handlers_through_gs() {
+    let out = cargo_fixture("gs_backend", "run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The fixture counts its checks; 22 = 2 CPUs x 10 checks + 2 global ones.
+    assert!(stdout.contains("gs-backend: ok 22 checks"), "{stdout}");
+}
+
+#[test]
+fn no_std_without_backend_fails_to_link_naming_set_backend() {
+    let out = cargo_fixture("no_backend", "build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "linked without a backend:\n{stderr}");
+    assert!(
+        stderr.contains("_irqstack_no_backend__call_irqstack_set_backend_claim"),
+        "{stderr}"
+    );
+}
+
+/// rustc flags of a hardened kernel build. The kernel builds Rust with a stable compiler and
+/// `RUSTC_BOOTSTRAP=1`; `-Zfunction-return=thunk-extern` makes compiler-generated returns go
+/// through `__x86_return_thunk`, the `harden-sls-*` features put `int3` after `ret` and `jmp`.
+const HARDENED: &[&str] = &[
+    "-Zfunction-return=thunk-extern",
+    "-C",
+    "target-feature=+harden-sls-ret,+harden-sls-ijmp",
+];
+const HARDENED_CHECKS: &[&str] = &["--stackval", "--noinstr", "--link", "--sls", "--rethunk"];
+
+#[test]
+fn hardened_object_passes_objtool_with_zero_warnings() {
+    let Some(tools) = required_objtools() else {
+        return;
+    };
+    let obj = build("hardened", &["kernel-abi", "rethunk", "sls"], HARDENED);
+    let text = std::process::Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn", "-M", "intel"])
+        .arg(&obj)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // The trampoline returns through the thunk, with a trap after it.
+    assert!(
+        text.contains("__x86_return_thunk") || text.contains("jmp"),
+        "{text}"
+    );
+    for (ver, tool) in &tools {
+        let warnings = run_objtool(tool, &obj, HARDENED_CHECKS);
+        assert!(warnings.is_empty(), "objtool {ver}: {warnings:#?}");
+    }
+}
+
+#[test]
+fn hardening_checks_can_fail() {
+    let Some(tools) = required_objtools() else {
+        return;
+    };
+    // Without the `rethunk` and `sls` features the trampoline ends in a bare `ret` with no
+    // trap after it (compiler-generated code is still hardened by the flags).
+    let soft = build("hardened-plain-ret", &["kernel-abi"], HARDENED);
+    // A trampoline without `push rbp; mov rbp, rsp`.
+    let broken = build(
+        "hardened-broken",
+        &["kernel-abi", "rethunk", "sls", "broken-trampoline"],
+        HARDENED,
+    );
+    for (ver, tool) in &tools {
+        let w = run_objtool(tool, &soft, HARDENED_CHECKS);
+        assert!(
+            !w.is_empty()
+                && w.iter()
+                    .all(|l| l.contains("__irqstack_trampoline")
+                        && l.contains("missing int3 after ret")),
+            "objtool {ver} with a plain ret: {w:#?}"
+        );
+        let w = run_objtool(tool, &broken, HARDENED_CHECKS);
+        assert!(
+            w.iter().any(|l| l.contains("irqstack_km_broken_trampoline")
+                && l.contains("call without frame pointer save/setup")),
+            "objtool {ver} on the broken trampoline: {w:#?}"
+        );
+    }
+}

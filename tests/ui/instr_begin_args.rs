@@ -1,0 +1,4 @@
+fn main() {
+    irqstack::instr_begin!(1);
+    irqstack::instr_end!();
+}

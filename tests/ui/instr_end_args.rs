@@ -1,0 +1,4 @@
+fn main() {
+    irqstack::instr_begin!();
+    irqstack::instr_end!("region");
+}

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = irqstack::__private::instr_marker!(begin);
+}

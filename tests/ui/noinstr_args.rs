@@ -1,0 +1,4 @@
+#[irqstack::noinstr(section = ".text")]
+fn entry() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[irqstack::noinstr(always)]
+struct Entry;
+
+fn main() {}

@@ -1,0 +1,5 @@
+fn main() {
+    let entry = #[irqstack::noinstr]
+    || 1;
+    entry();
+}

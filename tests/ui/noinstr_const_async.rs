@@ -1,0 +1,7 @@
+#[irqstack::noinstr]
+const fn entry() {}
+
+#[irqstack::noinstr]
+async fn poll_entry() {}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[irqstack::noinstr]
+#[inline(always)]
+fn entry() {}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[irqstack::noinstr]
+#[unsafe(link_section = ".text.entry")]
+fn entry() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[irqstack::noinstr(always)]
+#[inline]
+#[irqstack::noinstr]
+const async fn entry() {}
+
+fn main() {}

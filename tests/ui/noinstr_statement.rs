@@ -1,0 +1,5 @@
+fn main() {
+    #[irqstack::noinstr]
+    let vector = 32;
+    let _ = vector;
+}

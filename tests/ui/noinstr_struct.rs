@@ -1,0 +1,6 @@
+#[irqstack::noinstr]
+struct Entry {
+    vector: u32,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+trait Entry {
+    #[irqstack::noinstr]
+    fn entry();
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[irqstack::noinstr]
+#[irqstack::noinstr]
+fn entry() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[irqstack::on_irqstack(crate == ::irqstack)]
+fn handler() {}
+
+fn main() {}

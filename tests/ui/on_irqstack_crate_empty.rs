@@ -1,0 +1,4 @@
+#[irqstack::on_irqstack(crate = )]
+fn handler() {}
+
+fn main() {}

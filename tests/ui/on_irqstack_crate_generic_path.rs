@@ -1,0 +1,4 @@
+#[irqstack::on_irqstack(crate = ::irqstack::<u8>)]
+fn handler() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[irqstack::on_irqstack(crate = ::irqstack bogus)]
+fn handler() {}
+
+fn main() {}

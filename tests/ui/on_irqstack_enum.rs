@@ -1,0 +1,7 @@
+#[irqstack::on_irqstack]
+enum Vector {
+    Timer,
+    Keyboard,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+fn handler<T: Copy>(value: T) -> T {
+    value
+}
+
+fn main() {}

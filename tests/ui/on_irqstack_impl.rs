@@ -1,0 +1,8 @@
+struct Device;
+
+#[irqstack::on_irqstack]
+impl Device {
+    fn handle(&self) {}
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+fn handler(vector: u32) -> impl Copy {
+    vector
+}
+
+fn main() {}

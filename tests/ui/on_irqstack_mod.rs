@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+mod handlers {
+    pub fn timer() {}
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+fn handler(device: Option<impl Copy>) -> bool {
+    device.is_some()
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+struct Device;
+
+impl Device {
+    #[irqstack::on_irqstack]
+    fn create() -> Self {
+        Device
+    }
+}
+
+fn main() {}

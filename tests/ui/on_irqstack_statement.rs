@@ -1,0 +1,5 @@
+fn main() {
+    #[irqstack::on_irqstack]
+    let vector = 32;
+    let _ = vector;
+}

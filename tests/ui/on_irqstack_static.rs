@@ -1,0 +1,4 @@
+#[irqstack::on_irqstack]
+static HANDLER: fn() = || {};
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+struct Handler {
+    vector: u32,
+}
+
+fn main() {}

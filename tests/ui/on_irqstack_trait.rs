@@ -1,0 +1,6 @@
+#[irqstack::on_irqstack]
+trait Device {
+    fn handle(vector: u32);
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[irqstack::on_irqstack]
+#[irqstack::on_irqstack]
+fn handler(vector: u32) -> u32 {
+    vector
+}
+
+fn main() {}
