@@ -40,6 +40,10 @@
 ///
 /// Argument `crate = path` names the facade crate when it is not reachable as `::irqstack`.
 ///
+/// The body becomes a nested function, so it cannot use the generic parameters of an enclosing
+/// `impl<T>` block (rustc then reports E0401): put such handlers on a free function, or use
+/// [`run_on_irqstack`] inside the generic code.
+///
 /// ```
 /// #[derive(Debug, Default)]
 /// struct Regs { ip: u64 }

@@ -244,3 +244,18 @@ fn function_shapes() {
     shapes::unit();
     assert_eq!(shapes::pattern((1, 2), 3), 6);
 }
+
+/// `crate = path`: the facade under another name.
+mod renamed {
+    extern crate irqstack as my_irq;
+
+    #[my_irq::on_irqstack(crate = my_irq)]
+    pub fn through_renamed_facade(x: u8) -> (u8, bool) {
+        (x.wrapping_add(1), my_irq::irqstack_active())
+    }
+}
+
+#[test]
+fn crate_path_override() {
+    assert_eq!(renamed::through_renamed_facade(1), (2, true));
+}

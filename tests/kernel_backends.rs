@@ -11,12 +11,12 @@ use kernel_object::{build, repo, required_objtools, run_objtool};
 /// The fixtures share one target directory: one cargo at a time.
 static FIXTURES: Mutex<()> = Mutex::new(());
 
-fn cargo_fixture(name: &str, subcommand: &str) -> std::process::Output {
+fn cargo_fixture(name: &str, subcommand: &str, profile: &str) -> std::process::Output {
     let _guard = FIXTURES.lock().unwrap_or_else(|e| e.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     Command::new(cargo)
         .current_dir(repo().join("tests/fixtures").join(name))
-        .args([subcommand, "--quiet", "--release"])
+        .args([subcommand, "--quiet", "--profile", profile])
         .arg("--target-dir")
         .arg(repo().join("target/fixtures"))
         .env_remove("RUSTFLAGS")
@@ -25,22 +25,30 @@ fn cargo_fixture(name: &str, subcommand: &str) -> std::process::Output {
         .expect("running cargo")
 }
 
+/// Release and debug builds: the `assert_irqs_disabled` hook runs before each claim only in
+/// debug builds.
 #[test]
 fn gs_percpu_backend_runs_handlers_through_gs() {
-    let out = cargo_fixture("gs_backend", "run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The fixture counts its checks; 22 = 2 CPUs x 10 checks + 2 global ones.
-    assert!(stdout.contains("gs-backend: ok 22 checks"), "{stdout}");
+    for profile in ["release", "dev"] {
+        let out = cargo_fixture("gs_backend", "run", profile);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{profile}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The fixture counts its checks: 2 CPUs x 10 checks + 3 global ones. Handler calls:
+        // per CPU 1 + 10 000 outer calls, each with one inner call.
+        assert!(
+            stdout.contains("gs-backend: ok 23 checks; 40004 handler calls"),
+            "{profile}: {stdout}"
+        );
+    }
 }
 
 #[test]
 fn no_std_without_backend_fails_to_link_naming_set_backend() {
-    let out = cargo_fixture("no_backend", "build");
+    let out = cargo_fixture("no_backend", "build", "release");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "linked without a backend:\n{stderr}");
     assert!(

@@ -169,7 +169,8 @@ pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const boo
 /// - `$in_use: bool`, the `hardirq_stack_inuse`.
 ///
 /// `size = bytes` gives the stack size for [`irq_stack_bounds`](crate::irq_stack_bounds) (default
-/// 16 KiB, the kernel's `IRQ_STACK_SIZE`).
+/// 16 KiB, the kernel's `IRQ_STACK_SIZE`). `assert_irqs_disabled = path` names a function
+/// `fn()` to call before each claim in debug builds (see [`Backend::assert_irqs_disabled`]).
 ///
 /// Each access is one instruction, `mov reg, gs:[rip + var]`: the CPU adds the `%gs` base to the
 /// variable's address. That is how Linux 6.8+ addresses per-CPU data (PC-relative, which also
@@ -191,9 +192,15 @@ pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const boo
 #[macro_export]
 macro_rules! gs_percpu_backend {
     ($stack_ptr:path, $in_use:path $(,)?) => {
-        $crate::gs_percpu_backend!($stack_ptr, $in_use, size = 16 * 1024);
+        $crate::gs_percpu_backend!(@impl $stack_ptr, $in_use, 16 * 1024, {});
     };
     ($stack_ptr:path, $in_use:path, size = $size:expr $(,)?) => {
+        $crate::gs_percpu_backend!(@impl $stack_ptr, $in_use, $size, {});
+    };
+    ($stack_ptr:path, $in_use:path, size = $size:expr, assert_irqs_disabled = $hook:path $(,)?) => {
+        $crate::gs_percpu_backend!(@impl $stack_ptr, $in_use, $size, { $hook() });
+    };
+    (@impl $stack_ptr:path, $in_use:path, $size:expr, { $($hook:tt)* }) => {
         const _: () = {
             const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
 
@@ -274,6 +281,11 @@ macro_rules! gs_percpu_backend {
                 fn top_slot() -> ::core::option::Option<usize> {
                     let tos = Self::stack_ptr();
                     (tos != 0).then_some(tos)
+                }
+
+                #[inline(always)]
+                fn assert_irqs_disabled() {
+                    $($hook)*
                 }
             }
 
