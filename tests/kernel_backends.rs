@@ -74,16 +74,46 @@ fn hardened_object_passes_objtool_with_zero_warnings() {
     };
     let obj = build("hardened", &["kernel-abi", "rethunk", "sls"], HARDENED);
     let text = std::process::Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn", "-M", "intel"])
+        .args(["-dr", "--no-show-raw-insn", "-M", "intel"])
         .arg(&obj)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    // The trampoline returns through the thunk, with a trap after it.
+        .expect("objdump (binutils) is needed to read the object");
+    // The trampoline returns through the thunk, with a trap after it, and has no bare `ret`.
+    let tramp: Vec<&str> = text
+        .split("\n\n")
+        .filter(|f| {
+            f.lines()
+                .next()
+                .is_some_and(|l| l.contains("__irqstack_trampoline"))
+        })
+        .collect();
+    assert_eq!(tramp.len(), 1, "{text}");
     assert!(
-        text.contains("__x86_return_thunk") || text.contains("jmp"),
-        "{text}"
+        tramp[0].contains("__x86_return_thunk") && tramp[0].contains("int3"),
+        "{}",
+        tramp[0]
     );
+    assert!(
+        !tramp[0].lines().any(|l| l.trim_end().ends_with("\tret")),
+        "{}",
+        tramp[0]
+    );
+    // No indirect branch anywhere in the object: every call and jump has a direct target.
+    let indirect: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let Some((_, insn)) = l.split_once(":\t") else {
+                return false;
+            };
+            let mut words = insn.split_whitespace();
+            matches!(words.next(), Some("call" | "jmp"))
+                && words
+                    .next()
+                    .is_some_and(|op| !op.chars().next().is_some_and(|c| c.is_ascii_hexdigit()))
+        })
+        .collect();
+    assert!(indirect.is_empty(), "indirect branches: {indirect:#?}");
     for (ver, tool) in &tools {
         let warnings = run_objtool(tool, &obj, HARDENED_CHECKS);
         assert!(warnings.is_empty(), "objtool {ver}: {warnings:#?}");

@@ -112,7 +112,16 @@ pub unsafe trait Backend {
 #[macro_export]
 macro_rules! set_backend {
     ($backend:ty $(,)?) => {
+        /// Defined by `irqstack::set_backend!`. If rustc reports this name as defined twice,
+        /// `set_backend!` is used twice: a build has exactly one backend.
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        struct irqstack_set_backend_is_used_more_than_once_remove_all_but_one;
+
         const _: () = {
+            const fn backend_must_implement_irqstack_backend<B: $crate::Backend>() {}
+            backend_must_implement_irqstack_backend::<$backend>();
+
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
