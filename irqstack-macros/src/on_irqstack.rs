@@ -233,6 +233,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
 
 /// The `sym` operand, section and template of one trampoline.
 fn trampoline(
+    name: &syn::Ident,
     krate: &syn::Path,
     tos: &str,
     shim: &syn::Ident,
@@ -242,7 +243,6 @@ fn trampoline(
 ) -> TokenStream {
     let begin = label::fresh();
     let end = label::fresh();
-    let name = format_ident!("__irqstack_trampoline_{}", shim);
     let tos_arg = if tos == "stack" {
         quote!(tos = stack)
     } else {
@@ -274,10 +274,18 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
     let where_clause = &generics.where_clause;
     let tos = classify::GPRS.get(gprs).copied().unwrap_or("stack");
     let shim = format_ident!("__irqstack_shim_reg");
+    let tramp_name = format_ident!("__irqstack_trampoline_reg");
     let call = info.call_body(names);
     let params: Vec<TokenStream> = tys.iter().map(|t| quote!(#t)).collect();
-    let tramp = trampoline(krate, tos, &shim, &params, quote!(#output), generics);
-    let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
+    let tramp = trampoline(
+        &tramp_name,
+        krate,
+        tos,
+        &shim,
+        &params,
+        quote!(#output),
+        generics,
+    );
     quote! {
         #[allow(clippy::too_many_arguments)]
         extern "sysv64-unwind" fn #shim #generics (#(#names: #tys),*) #output #where_clause {
@@ -313,6 +321,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
         }
     };
     let shim = format_ident!("__irqstack_shim_block");
+    let tramp_name = format_ident!("__irqstack_trampoline_block");
     let call = info.call_body(names);
     let tuple_ty = quote!((#(#tys,)*));
     let unpack = quote! {
@@ -324,6 +333,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
     if direct {
         let output = info.output;
         let tramp = trampoline(
+            &tramp_name,
             krate,
             tos,
             &shim,
@@ -331,7 +341,6 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             quote!(#output),
             generics,
         );
-        let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
         quote! {
             extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty) #output #where_clause {
                 #unpack
@@ -349,6 +358,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
         }
     } else {
         let tramp = trampoline(
+            &tramp_name,
             krate,
             tos,
             &shim,
@@ -356,7 +366,6 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             quote!(),
             generics,
         );
-        let tramp_name = format_ident!("__irqstack_trampoline_{}", shim);
         quote! {
             extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty, __irqstack_out: *mut #ret_ty) #where_clause {
                 #unpack
