@@ -22,21 +22,18 @@
 #[macro_export]
 macro_rules! __irqstack_rt_instr_record {
     (begin, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.instr_begin\n",
-            ".long ",
-            $label,
-            "b - .\n",
-            ".popsection\n"
-        )
+        $crate::__irqstack_rt_instr_record!(@entry ".discard.instr_begin", $label)
     };
     (end, $label:literal) => {
+        $crate::__irqstack_rt_instr_record!(@entry ".discard.instr_end", $label)
+    };
+    (@entry $section:literal, $label:literal) => {
         ::core::concat!(
-            ".pushsection .discard.instr_end\n",
-            ".long ",
+            ".pushsection ",
+            $section,
+            "\n.long ",
             $label,
-            "b - .\n",
-            ".popsection\n"
+            "b - .\n.popsection\n"
         )
     };
 }
@@ -50,23 +47,18 @@ macro_rules! __irqstack_rt_instr_record {
 #[macro_export]
 macro_rules! __irqstack_rt_instr_record {
     (begin, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n",
-            ".long ",
-            $label,
-            "b - .\n",
-            ".long 3\n",
-            ".popsection\n"
-        )
+        $crate::__irqstack_rt_instr_record!(@entry "3", $label)
     };
     (end, $label:literal) => {
+        $crate::__irqstack_rt_instr_record!(@entry "4", $label)
+    };
+    (@entry $kind:literal, $label:literal) => {
         ::core::concat!(
-            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n",
-            ".long ",
+            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
             $label,
-            "b - .\n",
-            ".long 4\n",
-            ".popsection\n"
+            "b - .\n.long ",
+            $kind,
+            "\n.popsection\n"
         )
     };
 }
