@@ -6,8 +6,9 @@
 //! row under callgrind with two values of `n` and prints instructions per call, minus the direct
 //! call. Differencing two runs cancels everything that does not repeat per call.
 //!
-//! Usage: `icount <row> <n>`, or `icount list`. Run without a row (as `cargo bench` does), it runs
-//! every row briefly and checks the results, so the binary is exercised wherever benches run.
+//! Usage: `icount <row> <n>`, `icount list`, or `icount pair <row a> <row b> [pairs]` (wall
+//! clock, paired; see `paired`). Run without arguments (as `cargo bench` does), it runs every row
+//! briefly and checks the results, so the binary is exercised wherever benches run.
 
 use std::hint::black_box;
 
@@ -164,6 +165,51 @@ fn run(row: &str, n: u64, psm_stack: &rows::PsmStack) -> u64 {
     }
 }
 
+/// Wall-clock time of rows `a` and `b`, paired: `pairs` rounds, each timing a batch of `a` then a
+/// batch of `b` back to back, so that both see the same machine load. Prints the median ns per
+/// call of each and the median of the per-round ratios `a / b`, which drifting load (other builds
+/// on a small machine) moves much less than two separately measured medians.
+fn paired(a: &str, b: &str, pairs: usize, psm_stack: &rows::PsmStack) {
+    const BATCH: u64 = 20_000;
+    let time = |row: &str| {
+        let start = std::time::Instant::now();
+        black_box(run(row, BATCH, psm_stack));
+        start.elapsed().as_secs_f64() * 1e9 / BATCH as f64
+    };
+    // Warm up both (caches, branch predictors, the CPU's clock).
+    for _ in 0..50 {
+        time(a);
+        time(b);
+    }
+    let (mut ta, mut tb, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        // Alternate which row goes first, so that neither always follows the other.
+        let (x, y) = if i % 2 == 0 {
+            let x = time(a);
+            (x, time(b))
+        } else {
+            let y = time(b);
+            (time(a), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratio.push(x / y);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ma, mb) = (median(&mut ta), median(&mut tb));
+    ratio.sort_by(f64::total_cmp);
+    let q = |f: f64| ratio[((ratio.len() - 1) as f64 * f) as usize];
+    println!(
+        "{a} {ma:.3} ns/call, {b} {mb:.3} ns/call; {a}/{b}: median {:.2} (quartiles {:.2}..{:.2}, {pairs} pairs of {BATCH} calls)",
+        q(0.5),
+        q(0.25),
+        q(0.75),
+    );
+}
+
 fn main() {
     // Everything that happens once (mapping the IRQ stack, stacker's lazy stack-limit lookup,
     // the psm stack's allocation) happens here, outside the counted functions.
@@ -171,12 +217,24 @@ fn main() {
     black_box(stacker::remaining_stack());
     let psm_stack = rows::PsmStack::new(irqstack::DEFAULT_IRQ_STACK_SIZE);
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` adds `--bench`; it means nothing here.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.as_slice() {
         [cmd] if cmd == "list" => {
             for row in ROWS {
                 println!("{row}");
             }
+        }
+        [cmd, a, b, rest @ ..]
+            if cmd == "pair" && ROWS.contains(&a.as_str()) && ROWS.contains(&b.as_str()) =>
+        {
+            let pairs = rest
+                .first()
+                .map_or(201, |p| p.parse().expect("pairs must be a number"));
+            paired(a, b, pairs, &psm_stack);
         }
         [row, n] if ROWS.contains(&row.as_str()) => {
             let n: u64 = n.parse().expect("n must be a number");

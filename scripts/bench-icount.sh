@@ -70,31 +70,33 @@ for row in $rows; do
     printf '| %-16s | %9s | %11s | %-28s |\n' "$row" "${per_call[$row]}" "$over" "$same"
 done
 
-# Disassembly of one function, by (demangled) name, without raw bytes and padding.
+# Disassembly of the functions whose (demangled) name starts with $1, without raw bytes and
+# padding. Prefixes, because the generated items' exact names are the macro's business.
 objdump -d -M intel --no-show-raw-insn -C "$bin" >"$work/disasm.txt"
 disasm() {
-    awk -v name="$1" '
-        index($0, "<" name ">:") { on = 1; print; next }
-        on && /^$/ { on = 0 }
-        on && !/\tint3 *$/ && !/\t(cs )?nop +(WORD|DWORD)|\txchg +ax,ax/ { print }' \
+    awk -v prefix="$1" '
+        /^[0-9a-f]+ <.*>:$/ { on = (index($0, "<" prefix) > 0) }
+        on && !/\tint3 *$/ && !/\t(cs )?nop +(WORD|DWORD)|\txchg +ax,ax/ { print }
+        on && /^$/ { on = 0 }' \
         "$work/disasm.txt"
 }
 insns() { grep -cP '^\s+[0-9a-f]+:\t' || true; }
 
 echo
 for t in switched switched6 switched_struct; do
-    name="icount::rows::$t::__irqstack_trampoline___irqstack_shim_$([ "$t" = switched_struct ] \
-        && echo block || echo reg)"
-    text=$(disasm "$name")
+    text=$(disasm "icount::rows::$t::__irqstack_trampoline")
     echo "== trampoline of $t: $(printf '%s\n' "$text" | insns) instructions"
     printf '%s\n' "$text"
     echo
 done
 echo "== shim of switched (the body; the direct row's callee is the same two instructions)"
-disasm "icount::rows::switched::__irqstack_shim_reg"
+disasm "icount::rows::switched::__irqstack_shim"
 echo
 echo "== direct row: icount_row_direct"
-disasm icount_row_direct
+disasm "icount_row_direct>"
 echo
 echo "== switched row: icount_row_switched (the loop calls the trampoline)"
-disasm icount_row_switched
+disasm "icount_row_switched>"
+echo
+echo "== nested row: icount_row_nested (runs on the IRQ stack: every call takes the in-place path)"
+disasm "icount_row_nested>"
