@@ -105,6 +105,7 @@ pub use irqstack_rt::{
 #[cfg(feature = "std")]
 pub use irqstack_rt::{
     DEFAULT_IRQ_STACK_SIZE, MIN_IRQ_STACK_SIZE, prepare_irq_stack, set_irq_stack_size,
+    set_overflow_detection,
 };
 
 /// Starts a region in which calls to instrumentable code are allowed (the kernel's

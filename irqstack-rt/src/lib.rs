@@ -36,6 +36,10 @@ pub use backend_trait::__assert_percpu_types;
 pub use backend_trait::{Backend, TOP_SLOT_OFFSET};
 
 #[cfg(feature = "std")]
+mod overflow;
+#[cfg(feature = "std")]
+pub use overflow::set_overflow_detection;
+#[cfg(feature = "std")]
 mod std_backend;
 #[cfg(feature = "std")]
 use std_backend as backend;

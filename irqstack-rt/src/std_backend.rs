@@ -183,6 +183,9 @@ fn create() -> Result<(), IrqStackError> {
         TOS.set(IN_USE);
         return Err(IrqStackError::ThreadExiting);
     }
+    // Overflow detection (overflow.rs): watch the guard page, ensure a sigaltstack + handler;
+    // and tell Valgrind this range is a stack.
+    crate::overflow::register(base as usize, low, high);
     BOUNDS.set((low, high));
     compiler_fence(Ordering::SeqCst);
     TOS.set(high - TOP_RESERVE);
@@ -207,6 +210,8 @@ impl Drop for Owner {
         TOS.set(IN_USE);
         compiler_fence(Ordering::SeqCst);
         BOUNDS.set((0, 0));
+        // Overflow detection (overflow.rs): forget the guard page, free our sigaltstack if any.
+        crate::overflow::unregister();
         let page = rustix::param::page_size();
         if (low..high).contains(&current_sp()) {
             // A destructor running on the IRQ stack itself (thread exit from inside a handler):

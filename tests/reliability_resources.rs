@@ -1,0 +1,348 @@
+//! Resources: 10 000 panics across the switch and 1 000 threads leave no memory, mappings or
+//! stuck state behind.
+//!
+//! Both tests measure the whole process (`/proc/self/maps`, `VmRSS`, live heap blocks), so each
+//! runs alone in a child process: other tests of this binary, running in parallel threads, would
+//! otherwise map and allocate in the middle of a measurement.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ops::Range;
+use std::panic;
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
+
+use irqstack::{interrupted_sp, irq_stack_bounds, irqstack_active, on_irqstack, run_on_irqstack};
+use support::{child_role, describe, here, mapping_count, maps, parse_map, rss_kib, run_child};
+
+/// Counts live heap blocks and bytes, exactly: a leak of one block per panic or per thread shows
+/// up as thousands.
+struct Counting;
+
+static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counters are atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BLOCKS.fetch_add(1, Relaxed);
+            LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BLOCKS.fetch_sub(1, Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// The process's footprint.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    mappings: usize,
+    rss_kib: usize,
+    live_blocks: isize,
+    live_bytes: isize,
+}
+
+fn footprint() -> Footprint {
+    // Read the counters last: reading maps and status allocates (and frees) strings.
+    let mappings = mapping_count();
+    let rss_kib = rss_kib();
+    Footprint {
+        mappings,
+        rss_kib,
+        live_blocks: LIVE_BLOCKS.load(Relaxed),
+        live_bytes: LIVE_BYTES.load(Relaxed),
+    }
+}
+
+/// Resident memory may grow a little without any leak: the allocator keeps freed memory for
+/// reuse and its free lists end up in a different shape; stack pages touched once stay resident.
+/// 256 KiB is below what a leak of 27 bytes per panic (10 000 panics) would cost; the exact leak
+/// check is the live-block count, which must not move at all.
+const RSS_SLACK_KIB: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Panics.
+
+#[on_irqstack]
+fn faulty(n: u64) -> u64 {
+    if n != u64::MAX {
+        panic!("irq {n}");
+    }
+    n
+}
+
+#[on_irqstack]
+fn inner_faulty(n: u64) -> u64 {
+    // Runs in place on the IRQ stack (called from a handler).
+    assert!(irqstack_active());
+    faulty(n)
+}
+
+#[on_irqstack]
+fn outer(n: u64) -> u64 {
+    inner_faulty(n) + 1
+}
+
+#[on_irqstack]
+fn probe() -> (usize, Option<usize>) {
+    (here(), interrupted_sp())
+}
+
+/// One panic that crosses the switch, three ways: from a switched body, from a handler nested
+/// in place inside a switched body, and from the closure form.
+fn one_panic(n: u64) {
+    let r = panic::catch_unwind(|| match n % 3 {
+        0 => faulty(n),
+        1 => outer(n),
+        _ => run_on_irqstack(|| faulty(n)),
+    });
+    let payload = r.expect_err("the handler must panic");
+    assert_eq!(payload.downcast_ref::<String>(), Some(&format!("irq {n}")));
+    assert!(!irqstack_active(), "panic {n} left us on the IRQ stack");
+}
+
+const PANICS: u64 = 10_000;
+
+fn panics_child() {
+    panic::set_hook(Box::new(|_| {}));
+    let irq = irqstack::prepare_irq_stack().unwrap();
+    // Warm-up: the first panics initialize the unwinder's caches and the panic machinery.
+    for n in 0..100 {
+        one_panic(n);
+    }
+    let before = footprint();
+    for n in 0..PANICS {
+        one_panic(n);
+    }
+    // Normal calls still work: they switch, and return their values.
+    let (sp, link) = probe();
+    assert!(irq.contains(&sp) && link.is_some_and(|l| !irq.contains(&l)));
+    assert_eq!(faulty(u64::MAX), u64::MAX);
+    assert_eq!(run_on_irqstack(|| 40 + 2), 42);
+    let after = footprint();
+    let _ = panic::take_hook();
+    println!("PANICS {PANICS}: before {before:?} after {after:?}");
+    assert_eq!(after.mappings, before.mappings, "mappings");
+    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
+    assert_eq!(after.live_bytes, before.live_bytes, "live heap bytes");
+    assert!(
+        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
+        "RSS grew from {} to {} KiB",
+        before.rss_kib,
+        after.rss_kib
+    );
+}
+
+#[test]
+fn ten_thousand_panics_leave_nothing_behind() {
+    if child_role().is_some() {
+        panics_child();
+        return;
+    }
+    let out = run_child("ten_thousand_panics_leave_nothing_behind", "panics", &[]);
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PANICS 10000"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+
+const THREADS: usize = 1_000;
+const BATCH: usize = 50;
+/// Threads per batch started with `pthread_create` directly: Rust's runtime gives them no
+/// alternate signal stack, so the overflow detector maps one for them and
+/// must unmap it at thread exit.
+const FOREIGN_PER_BATCH: usize = 5;
+/// A distinctive IRQ stack size (19 pages), to find IRQ stacks in `/proc/self/maps`.
+const IRQ_SIZE: usize = 76 * 1024;
+
+static SIGNALLED: AtomicU64 = AtomicU64::new(0);
+static SIGNAL_ON_IRQ: AtomicU64 = AtomicU64::new(0);
+
+fn thread_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 8
+}
+
+#[on_irqstack]
+extern "C" fn thread_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    SIGNALLED.fetch_add(1, Relaxed);
+    if irq_stack_bounds().is_some_and(|r| r.contains(&here())) {
+        SIGNAL_ON_IRQ.fetch_add(1, Relaxed);
+    }
+}
+
+/// What every thread does: a handler call and a signal handled on its IRQ stack. Returns its IRQ
+/// stack, or panics.
+fn thread_work() -> Range<usize> {
+    let irq = irqstack::prepare_irq_stack().unwrap();
+    assert_eq!(irq.len(), IRQ_SIZE);
+    let (sp, link) = probe();
+    assert!(irq.contains(&sp) && link.is_some());
+    support::raise_here(thread_signal());
+    assert!(!irqstack_active());
+    irq
+}
+
+/// Number of IRQ stacks mapped: read-write mappings of exactly `IRQ_SIZE` with an inaccessible
+/// guard page right below.
+fn irq_stacks_mapped() -> usize {
+    let m: Vec<(usize, usize, String)> = maps().iter().map(|l| parse_map(l)).collect();
+    m.windows(2)
+        .filter(|w| {
+            let (g, s) = (&w[0], &w[1]);
+            g.2.starts_with("---p") && g.1 == s.0 && s.1 - s.0 == IRQ_SIZE && s.2.starts_with("rw")
+        })
+        .count()
+}
+
+static FOREIGN_OK: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn foreign_start(_: *mut libc::c_void) -> *mut libc::c_void {
+    thread_work();
+    // SAFETY: queries this thread's alternate stack into a valid out-parameter.
+    let has_altstack = unsafe {
+        let mut ss: libc::stack_t = std::mem::zeroed();
+        libc::sigaltstack(std::ptr::null(), &mut ss) == 0 && ss.ss_flags & libc::SS_DISABLE == 0
+    };
+    if has_altstack {
+        FOREIGN_OK.fetch_add(1, Relaxed);
+    }
+    std::ptr::null_mut()
+}
+
+/// One batch: `BATCH` Rust threads alive at the same time, plus a few foreign ones. Returns how
+/// many IRQ stacks were mapped while they all were alive.
+fn batch() -> usize {
+    // The Rust threads and this one: the count below is taken while every thread of the batch
+    // holds its IRQ stack.
+    let all_alive = Arc::new(Barrier::new(BATCH + 1));
+    let counted = Arc::new(Barrier::new(BATCH + 1));
+    let threads: Vec<_> = (0..BATCH)
+        .map(|_| {
+            let (all_alive, counted) = (all_alive.clone(), counted.clone());
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let irq = thread_work();
+                    all_alive.wait();
+                    counted.wait();
+                    irq
+                })
+                .unwrap()
+        })
+        .collect();
+    let foreign: Vec<libc::pthread_t> = (0..FOREIGN_PER_BATCH)
+        .map(|_| {
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: default attributes, an extern "C" start routine; joined below.
+            let rc = unsafe {
+                libc::pthread_create(
+                    &mut t,
+                    std::ptr::null(),
+                    foreign_start,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(rc, 0);
+            t
+        })
+        .collect();
+    all_alive.wait();
+    let mapped_while_alive = irq_stacks_mapped();
+    counted.wait();
+    let mut stacks: Vec<Range<usize>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for t in foreign {
+        // SAFETY: a thread created above, joined once.
+        assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
+    }
+    // Threads alive at the same time never share an IRQ stack.
+    stacks.sort_by_key(|r| r.start);
+    assert!(
+        stacks.windows(2).all(|w| w[0].end <= w[1].start),
+        "overlapping IRQ stacks"
+    );
+    mapped_while_alive
+}
+
+fn threads_child() {
+    irqstack::set_irq_stack_size(IRQ_SIZE);
+    support::install(thread_signal(), thread_irq, 0);
+    // Warm-up: the first threads create what stays (allocator arenas, the runtime's caches).
+    batch();
+    let before = footprint();
+    let stacks_before = irq_stacks_mapped();
+    let batches = THREADS / BATCH;
+    for _ in 0..batches {
+        // The count sees every live thread's stack (so a leak could not hide from it).
+        assert!(
+            batch() >= BATCH,
+            "IRQ stacks of live threads not found in /proc/self/maps"
+        );
+    }
+    let after = footprint();
+    let stacks_after = irq_stacks_mapped();
+    let total = (batches * (BATCH + FOREIGN_PER_BATCH)) as u64;
+    println!(
+        "THREADS {} Rust + {} foreign: before {before:?} ({stacks_before} IRQ stacks mapped) \
+         after {after:?} ({stacks_after} IRQ stacks mapped); signals handled {} ({} on the IRQ \
+         stack)",
+        batches * BATCH,
+        batches * FOREIGN_PER_BATCH,
+        SIGNALLED.load(Relaxed),
+        SIGNAL_ON_IRQ.load(Relaxed),
+    );
+    // Warm-up batch included in the signal counts.
+    let all = total + (BATCH + FOREIGN_PER_BATCH) as u64;
+    assert_eq!(SIGNALLED.load(Relaxed), all);
+    assert_eq!(SIGNAL_ON_IRQ.load(Relaxed), all);
+    assert_eq!(FOREIGN_OK.load(Relaxed), (batches + 1) * FOREIGN_PER_BATCH);
+    assert_eq!(stacks_after, stacks_before, "IRQ stacks leaked");
+    assert_eq!(after.mappings, before.mappings, "mappings leaked");
+    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
+    assert!(
+        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
+        "RSS grew from {} to {} KiB",
+        before.rss_kib,
+        after.rss_kib
+    );
+}
+
+#[test]
+fn a_thousand_threads_leave_no_stacks_behind() {
+    if child_role().is_some() {
+        threads_child();
+        return;
+    }
+    // glibc keeps the stacks of exited threads in a cache (up to 40 MiB) for reuse; switch the
+    // cache off so that every mapping a thread had is gone once it is joined, and the count is
+    // exact.
+    let out = run_child(
+        "a_thousand_threads_leave_no_stacks_behind",
+        "threads",
+        &[("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")],
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("THREADS 1000 Rust"));
+}

@@ -1,0 +1,154 @@
+//! Shared by the `reliability_*` tests: child processes, memory figures from `/proc/self`,
+//! signal plumbing and stack ranges.
+
+#![allow(dead_code)]
+
+use std::ops::Range;
+use std::process::{Command, Output};
+
+/// Environment variable that turns a test of the binary into a child-process role.
+pub const CHILD_ENV: &str = "IRQSTACK_RELIABILITY_CHILD";
+
+/// The role this process plays, if it was started by [`run_child`].
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Runs test `test` of this very binary in a child process, alone (`--exact`, one test thread),
+/// with `CHILD_ENV=role` and `env`, and returns its output. Child processes isolate what may
+/// not run next to other tests: crashes on purpose, and measurements of the whole process.
+pub fn run_child(test: &str, role: &str, env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawning the test binary as a child")
+}
+
+/// Stdout and stderr of a child, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Lines of `/proc/self/maps`.
+pub fn maps() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `(start, end, perms)` of a `/proc/self/maps` line.
+pub fn parse_map(line: &str) -> (usize, usize, String) {
+    let mut parts = line.split_whitespace();
+    let range = parts.next().unwrap();
+    let perms = parts.next().unwrap().to_owned();
+    let (lo, hi) = range.split_once('-').unwrap();
+    (
+        usize::from_str_radix(lo, 16).unwrap(),
+        usize::from_str_radix(hi, 16).unwrap(),
+        perms,
+    )
+}
+
+/// Number of mappings of this process.
+pub fn mapping_count() -> usize {
+    maps().len()
+}
+
+/// Resident set size of this process, in KiB (`VmRSS`).
+pub fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Address of a local of the calling frame: a point on the current stack.
+#[inline(always)]
+pub fn here() -> usize {
+    let x = 0u8;
+    std::hint::black_box(&x) as *const u8 as usize
+}
+
+/// The calling thread's own stack, `[low, high)`, as glibc knows it.
+pub fn thread_stack() -> Range<usize> {
+    // SAFETY: `attr` is initialized by pthread_getattr_np before it is read and destroyed once;
+    // the out-parameters are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
+        let mut addr = std::ptr::null_mut();
+        let mut size = 0;
+        assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
+        libc::pthread_attr_destroy(&mut attr);
+        addr as usize..addr as usize + size
+    }
+}
+
+/// The kernel's id of the calling thread.
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Sends `sig` to the calling thread (tgkill). With the signal unblocked, its handler has run
+/// when this returns: the kernel delivers it on the way back from the system call.
+pub fn raise_here(sig: libc::c_int) {
+    // SAFETY: getpid/gettid name this very thread; tgkill has no memory arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid() as libc::c_long,
+            libc::gettid() as libc::c_long,
+            sig as libc::c_long,
+        )
+    };
+    assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+}
+
+/// An `SA_SIGINFO` signal handler.
+pub type SigInfoHandler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `sig` with `SA_SIGINFO | flags` and an empty mask.
+pub fn install(sig: libc::c_int, handler: SigInfoHandler, flags: libc::c_int) {
+    // SAFETY: a zeroed sigaction is valid; the handler has the SA_SIGINFO signature.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO | flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// The interrupted rip and rsp saved in a signal handler's `ucontext`.
+///
+/// # Safety
+///
+/// `ctx` is the third argument the kernel passed to an `SA_SIGINFO` handler.
+pub unsafe fn interrupted_regs(ctx: *mut libc::c_void) -> (usize, usize) {
+    // SAFETY: per the contract, `ctx` points to the kernel-written ucontext_t.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    (
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize,
+        uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize,
+    )
+}
+
+/// Whether we run under CI (`CI` set): tools that the tests need must then be present.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
