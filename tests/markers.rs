@@ -104,10 +104,10 @@ fn byte_at(elf: &ElfFile64<'_>, r: &Record) -> u8 {
 
 const NOP: u8 = 0x90;
 const CALL: u8 = 0xE8;
-const POP_RSP: u8 = 0x5C;
+const LEAVE: u8 = 0xC9;
 
 /// The checks shared by both formats: every begin marks a NOP (a marker) or the trampoline's
-/// `call`; every end marks a NOP or the instruction after that `call` (`pop rsp`); every region
+/// `call`; every end marks a NOP or the instruction after that `call` (`leave`); every region
 /// contains the call it protects, to the instrumentable function or the handler's shim.
 fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
     // Entry (stmt markers), entry_asm (insn pieces), the handler's in-place path, and the
@@ -145,7 +145,7 @@ fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
                 trampolines += 1;
                 // The begin label is on the call itself, the end label on the next instruction.
                 assert_eq!(e.offset, b.offset + 5, "end label right after the call");
-                assert_eq!(byte_at(elf, e), POP_RSP);
+                assert_eq!(byte_at(elf, e), LEAVE);
                 assert_eq!(inside.len(), 1);
                 assert!(inside[0].1.contains("__irqstack_shim"), "{inside:?}");
             }

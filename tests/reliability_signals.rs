@@ -677,10 +677,10 @@ fn step_and_check(
     // SAFETY: reads one byte of this binary's code at each stepped address (text is readable).
     let opcode = |rip: usize| unsafe { (rip as *const u8).read() };
     let ops: Vec<u8> = rips.iter().map(|&r| opcode(r)).collect();
-    // push rbp; mov rbp, rsp; mov [tos], rsp; mov rsp, tos; call; pop rsp; pop rbp; ret.
+    // push rbp; mov rbp, rsp; mov [tos], rsp; mov rsp, tos; call; leave; ret.
     assert_eq!(
         rips.len(),
-        8,
+        7,
         "{name}: trampoline steps {rips:x?} ops {ops:x?}"
     );
     assert!(
@@ -697,18 +697,10 @@ fn step_and_check(
     );
     assert_eq!(ops[0], 0x55, "{name}: push rbp");
     assert_eq!(ops[4], 0xe8, "{name}: call");
-    assert_eq!(
-        &ops[5..],
-        &[0x5c, 0x5d, 0xc3],
-        "{name}: pop rsp; pop rbp; ret"
-    );
+    assert_eq!(&ops[5..], &[0xc9, 0xc3], "{name}: leave; ret");
     let states: Vec<Seen> = at.iter().map(|a| a.1).collect();
     use Seen::{InPlaceIrq as Irq, InPlaceTask as Task};
-    assert_eq!(
-        states,
-        [Task, Task, Task, Task, Irq, Irq, Task, Task],
-        "{name}"
-    );
+    assert_eq!(states, [Task, Task, Task, Task, Irq, Irq, Task], "{name}");
     // At `mov [tos], rsp` the stepped rsp is the value the switch saves; every handler that ran
     // in place on the IRQ stack found exactly that link in the top slot.
     let saved = at[2].2.rsp;
@@ -725,7 +717,12 @@ fn step_and_check(
         at[5].2.rsp, tos,
         "{name}: rsp back at the top slot after the call"
     );
-    assert_eq!(at[6].2.rsp, saved, "{name}: pop rsp reloads the saved rsp");
+    // `leave` switches back to the saved stack pointer (held in rbp) and pops rbp.
+    assert_eq!(
+        at[6].2.rsp,
+        saved + 8,
+        "{name}: leave restores the saved rsp"
+    );
     assert_released_and_switching(&irq, &task);
     (n, rips.len())
 }

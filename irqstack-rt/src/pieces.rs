@@ -167,17 +167,19 @@ macro_rules! __irqstack_rt_section {
 ///                       rsp % 16 == 8 as SysV demands (the kernel ABI uses 8-byte alignment)
 /// B: call body          direct call, no indirect branch (no retpoline needed); label B carries
 ///                       the instrumentation-begin record
-/// E: pop rsp            label E (the instruction after the call) carries the end record;
-///                       rsp comes back from the top slot: after the call returns rsp == tos, so
-///                       this is the kernel's `pop %rsp` stack swizzle that objtool understands
-/// pop  rbp              rsp == rbp here
+/// E: leave              label E (the instruction after the call) carries the end record.
+///                       `rsp = rbp; pop rbp`: rbp is callee-saved, so it still holds the
+///                       interrupted stack pointer the switch stored in the top slot, and this
+///                       switches back without reloading it from memory (the kernel's v5.8
+///                       `asm_call_on_stack` ended the same way; one instruction shorter than
+///                       `pop rsp; pop rbp`, and objtool's frame-pointer rules cover it)
 /// ret                   (or the return thunk, and int3 for SLS)
 /// ```
 ///
 /// The CFI: at entry CFA = rsp + 8 (the CIE default). After `push rbp`, CFA = rsp + 16 and rbp
 /// is saved at CFA - 16. After `mov rbp, rsp` the CFA is defined by rbp, so the `rsp` switch does
 /// not disturb it, and an unwinder in the body walks from the IRQ stack back to the caller's frame
-/// on the interrupted stack. After `pop rbp`, CFA = rsp + 8 again.
+/// on the interrupted stack. After `leave`, CFA = rsp + 8 again.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
@@ -219,8 +221,7 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            "pop rsp\n",
-            "pop rbp\n",
+            "leave\n",
             ".cfi_def_cfa rsp, 8\n",
             $crate::__irqstack_rt_ret!(),
             ".cfi_endproc\n",
