@@ -20,11 +20,11 @@ for tool in valgrind objdump jq; do
     command -v "$tool" >/dev/null || { echo "bench-icount: $tool is not installed" >&2; exit 1; }
 done
 
-# Built through bench-support/ (same source, same code generation as `cargo bench`) because of a
-# valgrind/rustix incompatibility; bench-support/Cargo.toml explains.
-echo "== build (bench-support: benches/icount.rs, release + debug info)" >&2
-bin=$(cargo build --release --manifest-path bench-support/Cargo.toml --message-format=json \
-    2>/dev/null \
+# The bench binary itself (`cargo bench` builds it; the bench profile keeps debug info). irqstack
+# reads the page size through libc's copy of the aux vector (rustix `use-libc-auxv`), so the
+# binary runs under valgrind as it is.
+echo "== build (cargo bench --bench icount --no-run)" >&2
+bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null \
     | jq -r 'select(.reason == "compiler-artifact" and .target.name == "icount"
                     and .executable != null) | .executable' | tail -n1)
 [ -x "$bin" ] || { echo "bench-icount: no icount executable found" >&2; exit 1; }
