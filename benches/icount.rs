@@ -18,27 +18,31 @@ mod rows;
 // Every `icount_row_*` is unmangled so that callgrind and objdump can name it; the names carry a
 // prefix no other symbol uses. The body of each is the same loop around a different call.
 
-/// Row 1: direct call.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_direct(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::direct(black_box(i)));
-    }
-    last
+/// Defines one row: `pub fn $name(n, extra args) -> u64`, a loop of `n` iterations whose result
+/// is the last `$call` (evaluated with the loop index bound to `$i`), both behind `black_box`.
+macro_rules! row {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) |$i:ident| $call:expr) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        pub fn $name(n: u64 $(, $arg: $ty)*) -> u64 {
+            let mut last = 0;
+            for $i in 0..n {
+                last = black_box($call);
+            }
+            last
+        }
+    };
 }
 
-/// Row 2: `#[on_irqstack]`, switching.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_switched(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::switched(black_box(i)));
-    }
-    last
-}
+row!(
+    /// Row 1: direct call.
+    icount_row_direct() |i| rows::direct(black_box(i))
+);
+row!(
+    /// Row 2: `#[on_irqstack]`, switching.
+    icount_row_switched() |i| rows::switched(black_box(i))
+);
 
 /// Row 3: `#[on_irqstack]` nested: `main` calls this on the IRQ stack, so each call runs in
 /// place.
@@ -55,84 +59,40 @@ pub fn icount_row_nested(n: u64) -> u64 {
     last
 }
 
-/// Row 4: `run_on_irqstack` with a closure.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_closure(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::closure(black_box(i)));
-    }
-    last
-}
-
-/// Row 5: `psm::on_stack` on a pre-allocated stack.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_psm(n: u64, stack: &rows::PsmStack) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(stack.call(black_box(i)));
-    }
-    last
-}
-
-/// Row 6: `stacker::maybe_grow`, no switch needed.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_stacker(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::stacker(black_box(i)));
-    }
-    last
-}
-
-/// Row 7 baseline: six arguments, direct.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_direct6(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
+row!(
+    /// Row 4: `run_on_irqstack` with a closure.
+    icount_row_closure() |i| rows::closure(black_box(i))
+);
+row!(
+    /// Row 5: `psm::on_stack` on a pre-allocated stack.
+    icount_row_psm(stack: &rows::PsmStack) |i| stack.call(black_box(i))
+);
+row!(
+    /// Row 6: `stacker::maybe_grow`, no switch needed.
+    icount_row_stacker() |i| rows::stacker(black_box(i))
+);
+row!(
+    /// Row 7 baseline: six arguments, direct.
+    icount_row_direct6() |i| {
         let a = black_box(i);
-        last = black_box(rows::direct6(a, a, a, a, a, a));
+        rows::direct6(a, a, a, a, a, a)
     }
-    last
-}
-
-/// Row 7: six arguments, switching (`tos` passed on the stack).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_switched6(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
+);
+row!(
+    /// Row 7: six arguments, switching (`tos` passed on the stack).
+    icount_row_switched6() |i| {
         let a = black_box(i);
-        last = black_box(rows::switched6(a, a, a, a, a, a));
+        rows::switched6(a, a, a, a, a, a)
     }
-    last
-}
-
-/// Row 8 baseline: a 40-byte struct by value, direct.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_direct_struct(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::direct_struct(rows::Frame40::splat(i)));
-    }
-    last
-}
-
-/// Row 8: a 40-byte struct by value, switching (argument block).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub fn icount_row_switched_struct(n: u64) -> u64 {
-    let mut last = 0;
-    for i in 0..n {
-        last = black_box(rows::switched_struct(rows::Frame40::splat(i)));
-    }
-    last
-}
+);
+row!(
+    /// Row 8 baseline: a 40-byte struct by value, direct.
+    icount_row_direct_struct() |i| rows::direct_struct(rows::Frame40::splat(i))
+);
+row!(
+    /// Row 8: a 40-byte struct by value, switching (argument block).
+    icount_row_switched_struct() |i| rows::switched_struct(rows::Frame40::splat(i))
+);
 
 /// Row names, in table order.
 const ROWS: &[&str] = &[

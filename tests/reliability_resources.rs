@@ -80,6 +80,19 @@ fn footprint() -> Footprint {
 /// check is the live-block count, which must not move at all.
 const RSS_SLACK_KIB: usize = 256;
 
+/// Nothing leaked between `before` and `after`: the same mappings and live heap blocks, and RSS
+/// within `RSS_SLACK_KIB`.
+fn assert_no_growth(before: &Footprint, after: &Footprint) {
+    assert_eq!(after.mappings, before.mappings, "mappings leaked");
+    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
+    assert!(
+        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
+        "RSS grew from {} to {} KiB",
+        before.rss_kib,
+        after.rss_kib
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Panics.
 
@@ -142,15 +155,8 @@ fn panics_child() {
     let after = footprint();
     let _ = panic::take_hook();
     println!("PANICS {PANICS}: before {before:?} after {after:?}");
-    assert_eq!(after.mappings, before.mappings, "mappings");
-    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
+    assert_no_growth(&before, &after);
     assert_eq!(after.live_bytes, before.live_bytes, "live heap bytes");
-    assert!(
-        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
-        "RSS grew from {} to {} KiB",
-        before.rss_kib,
-        after.rss_kib
-    );
 }
 
 #[test]
@@ -318,14 +324,7 @@ fn threads_child() {
     assert_eq!(SIGNAL_ON_IRQ.load(Relaxed), all);
     assert_eq!(FOREIGN_OK.load(Relaxed), (batches + 1) * FOREIGN_PER_BATCH);
     assert_eq!(stacks_after, stacks_before, "IRQ stacks leaked");
-    assert_eq!(after.mappings, before.mappings, "mappings leaked");
-    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
-    assert!(
-        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
-        "RSS grew from {} to {} KiB",
-        before.rss_kib,
-        after.rss_kib
-    );
+    assert_no_growth(&before, &after);
 }
 
 #[test]
