@@ -26,6 +26,7 @@ fn on_irq() -> bool {
 /// body ran on the IRQ stack.
 macro_rules! twins {
     ($handler:ident, $plain:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty $body:block) => {
+        #[allow(clippy::too_many_arguments)]
         #[on_irqstack]
         fn $handler($($arg: $ty),*) -> ($ret, bool) {
             #[allow(unused_braces)]
@@ -258,4 +259,17 @@ mod renamed {
 #[test]
 fn crate_path_override() {
     assert_eq!(renamed::through_renamed_facade(1), (2, true));
+}
+
+/// A diverging handler: `-> !` passes through the trampoline, and its panic through the switch.
+#[test]
+fn diverging_handler() {
+    #[on_irqstack]
+    fn fatal(code: u32) -> ! {
+        assert!(irqstack::irqstack_active());
+        std::panic::panic_any(code)
+    }
+    let err = std::panic::catch_unwind(|| fatal(7)).unwrap_err();
+    assert_eq!(err.downcast_ref::<u32>(), Some(&7));
+    assert!(!irqstack::irqstack_active());
 }

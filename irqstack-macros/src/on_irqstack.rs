@@ -190,6 +190,14 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
 
     // A `#[noinstr]` below this attribute puts the wrapper out of line itself (and rejects any
     // `#[inline]`), so it gets no `#[inline(always)]` then.
+    // A diverging handler makes the code after the trampoline call unreachable. Only then is
+    // the lint silenced: anywhere else it would hide the user's own warnings in the body.
+    let diverges = matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)));
+    let allow_unreachable = if diverges {
+        quote!(#[allow(unreachable_code, clippy::diverging_sub_expression)])
+    } else {
+        quote!()
+    };
     let has_inline = attrs.iter().any(|a| {
         a.path().is_ident("inline")
             || a.path()
@@ -216,7 +224,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     quote! {
         #(#attrs)*
         #inline
-        #[allow(clippy::too_many_arguments, unreachable_code)]
+        #allow_unreachable
         #vis #wrapper_sig {
             #body_fn
             match #krate::__private::try_enter() {
