@@ -80,11 +80,22 @@ fn footprint() -> Footprint {
 /// check is the live-block count, which must not move at all.
 const RSS_SLACK_KIB: usize = 256;
 
-/// Nothing leaked between `before` and `after`: the same mappings and live heap blocks, and RSS
-/// within `RSS_SLACK_KIB`.
+/// Heap blocks (and bytes) that may appear once, whatever the number of iterations: lazily
+/// initialized runtime state touched for the first time during the measured loop (seen once in
+/// CI under load: 2 blocks, 144 bytes). A leak per panic or per thread would be thousands.
+const ONE_TIME_BLOCKS: isize = 4;
+const ONE_TIME_BYTES: isize = 1024;
+
+/// Nothing leaked between `before` and `after`: the same mappings, live heap blocks within
+/// `ONE_TIME_BLOCKS`, and RSS within `RSS_SLACK_KIB`.
 fn assert_no_growth(before: &Footprint, after: &Footprint) {
     assert_eq!(after.mappings, before.mappings, "mappings leaked");
-    assert_eq!(after.live_blocks, before.live_blocks, "live heap blocks");
+    assert!(
+        after.live_blocks - before.live_blocks <= ONE_TIME_BLOCKS,
+        "live heap blocks grew from {} to {}",
+        before.live_blocks,
+        after.live_blocks
+    );
     assert!(
         after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
         "RSS grew from {} to {} KiB",
@@ -156,7 +167,12 @@ fn panics_child() {
     let _ = panic::take_hook();
     println!("PANICS {PANICS}: before {before:?} after {after:?}");
     assert_no_growth(&before, &after);
-    assert_eq!(after.live_bytes, before.live_bytes, "live heap bytes");
+    assert!(
+        after.live_bytes - before.live_bytes <= ONE_TIME_BYTES,
+        "live heap bytes grew from {} to {}",
+        before.live_bytes,
+        after.live_bytes
+    );
 }
 
 #[test]
