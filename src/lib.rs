@@ -162,6 +162,7 @@ macro_rules! instr_end {
 ///
 /// ```
 /// # unsafe extern "C" fn ext() {}
+/// // SAFETY: calls a C function that takes nothing; `clobber_abi("C")` covers what it may change.
 /// unsafe {
 ///     core::arch::asm!(
 ///         "2:",

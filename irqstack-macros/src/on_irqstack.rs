@@ -71,6 +71,8 @@ impl Sig<'_> {
     /// A call of the body with the given argument names, inside `unsafe` if the body needs it.
     fn call_body(&self, names: &[syn::Ident]) -> TokenStream {
         if self.is_unsafe {
+            // SAFETY (of the generated block): the handler is an `unsafe fn`, so its caller took
+            // on the body's contract; the body receives the caller's arguments unchanged.
             quote!(unsafe { __irqstack_body(#(#names),*) })
         } else {
             quote!(__irqstack_body(#(#names),*))
@@ -178,6 +180,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
                 )
             };
             let __irqstack_ret = #call;
+            // SAFETY: as above.
             unsafe {
                 ::core::arch::asm!(
                     #krate::__private::instr_insn!(end, #end),

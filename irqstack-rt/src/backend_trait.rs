@@ -65,6 +65,7 @@ use core::ptr::NonNull;
 ///         IN_USE[this_cpu()].store(false, Ordering::Relaxed);
 ///     }
 ///     fn bounds() -> Option<Range<usize>> {
+///         // SAFETY: only the address of this CPU's stack is taken; nothing is read.
 ///         let base = unsafe { core::ptr::addr_of!(STACKS[this_cpu()]) } as usize;
 ///         Some(base..base + STACK)
 ///     }
