@@ -17,21 +17,23 @@
 /// Record that marks label `$label` as the start (`begin`) or end (`end`) of an
 /// instrumentation-safe region, in the format objtool of Linux v5.8..v6.13 reads:
 /// one 32-bit PC-relative word in `.discard.instr_begin` / `.discard.instr_end`.
+//
+// The pieces are flat on purpose: every handler expands them several times, so each piece is one
+// `macro_rules!` step that produces one `concat!`, without helper arms calling each other.
 #[cfg(not(feature = "objtool-annotate"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_instr_record {
     (begin, $label:literal) => {
-        $crate::__irqstack_rt_instr_record!(@entry ".discard.instr_begin", $label)
+        ::core::concat!(
+            ".pushsection .discard.instr_begin\n.long ",
+            $label,
+            "b - .\n.popsection\n"
+        )
     };
     (end, $label:literal) => {
-        $crate::__irqstack_rt_instr_record!(@entry ".discard.instr_end", $label)
-    };
-    (@entry $section:literal, $label:literal) => {
         ::core::concat!(
-            ".pushsection ",
-            $section,
-            "\n.long ",
+            ".pushsection .discard.instr_end\n.long ",
             $label,
             "b - .\n.popsection\n"
         )
@@ -47,18 +49,17 @@ macro_rules! __irqstack_rt_instr_record {
 #[macro_export]
 macro_rules! __irqstack_rt_instr_record {
     (begin, $label:literal) => {
-        $crate::__irqstack_rt_instr_record!(@entry "3", $label)
-    };
-    (end, $label:literal) => {
-        $crate::__irqstack_rt_instr_record!(@entry "4", $label)
-    };
-    (@entry $kind:literal, $label:literal) => {
         ::core::concat!(
             ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
             $label,
-            "b - .\n.long ",
-            $kind,
-            "\n.popsection\n"
+            "b - .\n.long 3\n.popsection\n"
+        )
+    };
+    (end, $label:literal) => {
+        ::core::concat!(
+            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
+            $label,
+            "b - .\n.long 4\n.popsection\n"
         )
     };
 }
@@ -86,51 +87,40 @@ macro_rules! __irqstack_rt_instr_insn {
 /// The function return of hand-written code, following the kernel build mode:
 /// plain `ret`; with `rethunk`, `jmp __x86_return_thunk` (objtool `--rethunk` flags a bare
 /// `ret`); with `sls`, an `int3` after it so that straight-line speculation past the return stops
-/// at a trap (objtool `--sls`).
+/// at a trap (objtool `--sls`). One variant per combination, so that it is one expansion.
+#[cfg(all(not(feature = "rethunk"), not(feature = "sls")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_ret {
-    () => {
-        ::core::concat!(
-            $crate::__irqstack_rt_ret_insn!(),
-            $crate::__irqstack_rt_sls_trap!()
-        )
-    };
-}
-
-#[cfg(not(feature = "rethunk"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_ret_insn {
     () => {
         "ret\n"
     };
 }
 
-#[cfg(feature = "rethunk")]
+#[cfg(all(not(feature = "rethunk"), feature = "sls"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_ret_insn {
+macro_rules! __irqstack_rt_ret {
+    () => {
+        "ret\nint3\n"
+    };
+}
+
+#[cfg(all(feature = "rethunk", not(feature = "sls")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_ret {
     () => {
         "jmp __x86_return_thunk\n"
     };
 }
 
-#[cfg(not(feature = "sls"))]
+#[cfg(all(feature = "rethunk", feature = "sls"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_sls_trap {
+macro_rules! __irqstack_rt_ret {
     () => {
-        ""
-    };
-}
-
-#[cfg(feature = "sls")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_sls_trap {
-    () => {
-        "int3\n"
+        "jmp __x86_return_thunk\nint3\n"
     };
 }
 
@@ -184,34 +174,19 @@ macro_rules! __irqstack_rt_section {
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
     (tos = stack, begin = $b:literal, end = $e:literal) => {
-        ::core::concat!(
-            $crate::__irqstack_rt_trampoline!(@prologue),
-            "mov r11, qword ptr [rbp + 16]\n",
-            $crate::__irqstack_rt_trampoline!(@switch "r11", $b, $e)
-        )
+        $crate::__irqstack_rt_trampoline!(@body "mov r11, qword ptr [rbp + 16]\n", "r11", $b, $e)
     };
     (tos = $reg:literal, begin = $b:literal, end = $e:literal) => {
-        ::core::concat!(
-            $crate::__irqstack_rt_trampoline!(@prologue),
-            $crate::__irqstack_rt_trampoline!(@switch $reg, $b, $e)
-        )
+        $crate::__irqstack_rt_trampoline!(@body "", $reg, $b, $e)
     };
-    (@prologue) => {
+    (@body $fetch:literal, $reg:literal, $b:literal, $e:literal) => {
         ::core::concat!(
-            ".cfi_startproc\n",
-            "push rbp\n",
-            ".cfi_def_cfa_offset 16\n",
-            ".cfi_offset rbp, -16\n",
-            "mov rbp, rsp\n",
-            ".cfi_def_cfa_register rbp\n",
-        )
-    };
-    (@switch $reg:literal, $b:literal, $e:literal) => {
-        ::core::concat!(
+            ".cfi_startproc\npush rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
+            "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
+            $fetch,
             "mov qword ptr [",
             $reg,
-            "], rsp\n",
-            "mov rsp, ",
+            "], rsp\nmov rsp, ",
             $reg,
             "\n",
             $b,
@@ -221,8 +196,7 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            "leave\n",
-            ".cfi_def_cfa rsp, 8\n",
+            "leave\n.cfi_def_cfa rsp, 8\n",
             $crate::__irqstack_rt_ret!(),
             ".cfi_endproc\n",
         )
