@@ -205,8 +205,8 @@ pub mod __private {
     pub use irqstack_macros::__instr_marker as instr_marker;
     pub use irqstack_rt::__private::{Switch, try_enter};
     pub use irqstack_rt::{
-        __irqstack_rt_instr_insn as instr_insn, __irqstack_rt_instr_record as instr_record,
-        __irqstack_rt_ret as ret, __irqstack_rt_section as section,
-        __irqstack_rt_trampoline as trampoline,
+        __irqstack_rt_in_place_marker as in_place_marker, __irqstack_rt_instr_insn as instr_insn,
+        __irqstack_rt_instr_record as instr_record, __irqstack_rt_ret as ret,
+        __irqstack_rt_section as section, __irqstack_rt_trampoline as trampoline,
     };
 }

@@ -170,23 +170,11 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         let end = label::fresh();
         let call = info.call_body(&info.names);
         quote! {
-            // SAFETY: each block is a NOP plus a record in a `.discard.*` section: no registers,
-            // memory, stack or flags change. The records tell objtool that the call between
-            // them may be instrumented (see `instr_begin!`).
-            unsafe {
-                ::core::arch::asm!(
-                    #krate::__private::instr_insn!(begin, #begin),
-                    options(nomem, nostack, preserves_flags)
-                )
-            };
+            // Markers around the body call: a NOP and a record each in kernel builds, nothing in
+            // user space (see `__irqstack_rt_in_place_marker` in irqstack-rt).
+            #krate::__private::in_place_marker!(begin, #begin);
             let __irqstack_ret = #call;
-            // SAFETY: as above.
-            unsafe {
-                ::core::arch::asm!(
-                    #krate::__private::instr_insn!(end, #end),
-                    options(nomem, nostack, preserves_flags)
-                )
-            };
+            #krate::__private::in_place_marker!(end, #end);
             __irqstack_ret
         }
     };

@@ -40,7 +40,12 @@ impl Drop for Switch {
 #[inline(always)]
 pub fn try_enter() -> Option<Switch> {
     // SAFETY: defined by `set_backend!` with the backend's contract.
-    let tos = unsafe { _irqstack_no_backend__call_irqstack_set_backend_claim() }?;
+    let Some(tos) = (unsafe { _irqstack_no_backend__call_irqstack_set_backend_claim() }) else {
+        // Nested: rare (an interrupt that arrived on the IRQ stack). Laid out off the hot path,
+        // so the switching path falls through.
+        core::hint::cold_path();
+        return None;
+    };
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     Some(Switch { tos })
 }

@@ -84,6 +84,42 @@ macro_rules! __irqstack_rt_instr_insn {
     };
 }
 
+/// The markers around the body call on the in-place path of a generated `#[on_irqstack]`
+/// wrapper (a statement, not a template piece). `no_std` (kernel) builds: `$label` is a NOP with
+/// an instrumentation record (see `__irqstack_rt_instr_insn!`), exactly as around the trampoline's
+/// `call`, so objtool `--noinstr` accepts an inlined wrapper in `.noinstr.text`.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_in_place_marker {
+    ($kind:ident, $label:literal) => {
+        // SAFETY: a NOP plus a record in a `.discard.*` section: no registers, memory, stack or
+        // flags change. The record tells objtool that the code between the begin and end
+        // markers (the body call) may be instrumented.
+        unsafe {
+            ::core::arch::asm!(
+                $crate::__irqstack_rt_instr_insn!($kind, $label),
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+    };
+}
+
+/// `std` (user-space) builds: nothing. No objtool ever validates a user-space binary, so the
+/// records would have no reader and the NOPs would cost every nested call two instructions. This
+/// is what the kernel does too: `instrumentation_begin()`/`_end()` compile to nothing unless
+/// `CONFIG_NOINSTR_VALIDATION` is set. The markers a user writes (`instr_begin!` and friends) and
+/// the ones inside the trampoline (labels on its `call` and `leave`, which cost nothing) are
+/// emitted in every build.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_in_place_marker {
+    ($kind:ident, $label:literal) => {
+        ()
+    };
+}
+
 /// The function return of hand-written code, following the kernel build mode:
 /// plain `ret`; with `rethunk`, `jmp __x86_return_thunk` (objtool `--rethunk` flags a bare
 /// `ret`); with `sls`, an `int3` after it so that straight-line speculation past the return stops

@@ -104,7 +104,11 @@ pub fn try_enter() -> Option<Switch> {
         Some(Switch { tos })
     } else if tos != UNMAPPED {
         // IN_USE: the only value below UNMAPPED. Written as `!= UNMAPPED` so that the flags of
-        // the compare above decide this branch too.
+        // the compare above decide this branch too. Cold: a nested entry (a signal arriving
+        // inside a handler, a handler calling a handler) is the rare case, and the hint makes
+        // the compiler lay this path out of line so that the switching path falls through to
+        // the code after the call with no jump (BENCHMARKS.md: one instruction per call).
+        core::hint::cold_path();
         None
     } else {
         enter_first_time()
