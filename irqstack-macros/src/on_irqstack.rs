@@ -130,39 +130,30 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     };
 
     let classes: Vec<Arg> = info.tys.iter().map(|t| classify::arg(t)).collect();
-    let gprs = classes
-        .iter()
-        .filter(|c| matches!(c, Arg::Gpr | Arg::MaybeThin))
-        .count();
-    let sses = classes.iter().filter(|c| **c == Arg::Sse).count();
-    let register_form_possible = !classes.contains(&Arg::Other)
-        && gprs <= classify::GPRS.len()
-        && sses <= classify::SSE_REGS
-        && classify::ret_in_registers(&sig.output);
-    let maybe_thin: Vec<&Type> = info
-        .tys
-        .iter()
-        .zip(&classes)
-        .filter(|(_, c)| **c == Arg::MaybeThin)
-        .map(|(t, _)| *t)
-        .collect();
-
-    let switched = if !register_form_possible {
-        block_form(&info)
-    } else if maybe_thin.is_empty() {
-        register_form(&info, gprs)
-    } else {
-        // Pointers to named types: thin unless the type is unsized. Decide at compile time; the
-        // condition is a constant, so only one branch survives optimization.
-        let reg = register_form(&info, gprs);
-        let blk = block_form(&info);
+    let switched = if classes.contains(&Arg::Sse) {
+        // Where a float travels depends on the target's ABI, which the proc macro cannot see:
+        // SSE registers on hard-float targets, general registers on soft-float ones
+        // (`x86_64-unknown-none`, the kernel's target), and the register that carries `tos`
+        // moves with it. The generated code picks the form with `cfg`s:
+        // - no SSE2: the ABI is soft-float for certain (hard-float needs SSE2);
+        // - SSE2 on a hosted target: hard-float;
+        // - SSE2 on `target_os = "none"`/`"uefi"`: either (a soft-float target may enable SSE2
+        //   and still pass floats in general registers), so the block form, which passes only
+        //   pointers and is right under both.
+        let soft = switched_for(&info, &classes, FloatRegs::General);
+        let hard = switched_for(&info, &classes, FloatRegs::Sse);
+        let block = block_form(&info);
         quote! {
-            if true #(&& ::core::mem::size_of::<#maybe_thin>() == ::core::mem::size_of::<usize>())* {
-                #reg
-            } else {
-                #blk
-            }
+            #[cfg(not(target_feature = "sse2"))]
+            let __irqstack_ret = { #soft };
+            #[cfg(all(target_feature = "sse2", not(any(target_os = "none", target_os = "uefi"))))]
+            let __irqstack_ret = { #hard };
+            #[cfg(all(target_feature = "sse2", any(target_os = "none", target_os = "uefi")))]
+            let __irqstack_ret = { #block };
+            __irqstack_ret
         }
+    } else {
+        switched_for(&info, &classes, FloatRegs::Sse)
     };
 
     let in_place = {
@@ -225,6 +216,59 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
                 ::core::option::Option::None => {
                     #in_place
                 }
+            }
+        }
+    }
+}
+
+/// Where the target's ABI passes `f32`/`f64` arguments.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloatRegs {
+    /// SSE registers, `xmm0`..`xmm7` (hard-float).
+    Sse,
+    /// General-purpose registers, like integers (soft-float: `x86_64-unknown-none`).
+    General,
+}
+
+/// The switched call for one ABI: the register form where every argument's register is known,
+/// the block form otherwise, both (picked by `size_of`) for pointers that may be fat.
+fn switched_for(info: &Sig<'_>, classes: &[Arg], floats: FloatRegs) -> TokenStream {
+    let in_gpr = |c: &Arg| match c {
+        Arg::Gpr | Arg::MaybeThin => true,
+        Arg::Sse => floats == FloatRegs::General,
+        Arg::Other => false,
+    };
+    let gprs = classes.iter().filter(|c| in_gpr(c)).count();
+    let sses = classes
+        .iter()
+        .filter(|c| **c == Arg::Sse && floats == FloatRegs::Sse)
+        .count();
+    let register_form_possible = !classes.contains(&Arg::Other)
+        && gprs <= classify::GPRS.len()
+        && sses <= classify::SSE_REGS
+        && classify::ret_in_registers(info.output);
+    let maybe_thin: Vec<&Type> = info
+        .tys
+        .iter()
+        .zip(classes)
+        .filter(|(_, c)| **c == Arg::MaybeThin)
+        .map(|(t, _)| *t)
+        .collect();
+
+    if !register_form_possible {
+        block_form(info)
+    } else if maybe_thin.is_empty() {
+        register_form(info, gprs)
+    } else {
+        // Pointers to named types: thin unless the type is unsized. Decide at compile time; the
+        // condition is a constant, so only one branch survives optimization.
+        let reg = register_form(info, gprs);
+        let blk = block_form(info);
+        quote! {
+            if true #(&& ::core::mem::size_of::<#maybe_thin>() == ::core::mem::size_of::<usize>())* {
+                #reg
+            } else {
+                #blk
             }
         }
     }

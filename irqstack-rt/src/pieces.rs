@@ -171,6 +171,71 @@ macro_rules! __irqstack_rt_section {
     };
 }
 
+/// Where the unwind information of hand-written functions goes.
+///
+/// User space (no `kernel-abi`): nothing to say, so `.eh_frame`, which the unwinder of
+/// panics and backtraces reads.
+#[cfg(not(feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ""
+    };
+}
+
+/// Where the unwind information of hand-written functions goes.
+///
+/// Kernel builds (`kernel-abi`): `.debug_frame`. Linux builds with unwind tables off
+/// (`-C force-unwind-tables=no`; objtool generates ORC from the instructions instead), and a
+/// `.cfi_startproc` with nothing said would create an `.eh_frame` whose relocation to the
+/// trampoline objtool `--ibt` reports as a "data relocation to !ENDBR" (a taken address without
+/// `endbr64`). `.debug_frame` is what the compiler itself emits in such a build when debug info
+/// is on: debuggers still read it, objtool ignores it, the linker keeps it out of the image. The
+/// directive applies to the whole object, which is exactly the build's own setting.
+#[cfg(feature = "kernel-abi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ".cfi_sections .debug_frame\n"
+    };
+}
+
+/// The instruction that switches `rsp` to the IRQ stack whose top slot is in register `$reg`
+/// (after `mov [$reg], rsp` saved the interrupted one there).
+///
+/// User space: the top slot is 16-byte aligned, so `mov rsp, $reg` leaves `rsp % 16 == 0` before
+/// the `call`, and the body starts with `rsp % 16 == 8`, as SysV and rustc expect.
+#[cfg(not(feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_rsp {
+    ($reg:literal) => {
+        ::core::concat!("mov rsp, ", $reg, "\n")
+    };
+}
+
+/// The instruction that switches `rsp` to the IRQ stack whose top slot is in register `$reg`
+/// (after `mov [$reg], rsp` saved the interrupted one there).
+///
+/// `kernel-abi`: the top slot is Linux's `hardirq_stack_ptr`, `top - 8` with `top` 16-byte
+/// aligned, so `$reg % 16 == 8`. Linux's C runs with 8-byte stack alignment and would simply
+/// `mov rsp, $reg`; but rustc assumes 16 on every x86-64 target (it folds `addr % 16` of an
+/// aligned local to 0, and may use aligned stack accesses), so the body must start with
+/// `rsp % 16 == 8` like any Rust function. `lea rsp, [$reg - 8]` gives exactly that in the same
+/// one instruction: the word below the slot becomes padding, the slot stays where Linux's
+/// unwinder reads it (`*(hardirq_stack_ptr)`), and `leave` still restores `rsp` from `rbp`.
+/// (`and rsp, -16` after the `mov` would cost a second instruction.)
+#[cfg(feature = "kernel-abi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_rsp {
+    ($reg:literal) => {
+        ::core::concat!("lea rsp, [", $reg, " - 8]\n")
+    };
+}
+
 /// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`).
 ///
 /// The trampoline has the signature of the body it calls plus one more, last, pointer argument:
@@ -190,7 +255,8 @@ macro_rules! __irqstack_rt_section {
 /// mov  [tos], rsp       save the interrupted stack pointer in the top slot of the IRQ stack:
 ///                       the link that unwinders and `interrupted_sp()` follow
 /// mov  rsp, tos         switch; tos is 16-byte aligned in user space, so the body starts with
-///                       rsp % 16 == 8 as SysV demands (the kernel ABI uses 8-byte alignment)
+///                       rsp % 16 == 8 as SysV demands (`kernel-abi`: `lea rsp, [tos - 8]`,
+///                       since Linux's tos is 8 mod 16; see `__irqstack_rt_switch_rsp`)
 /// B: call body          direct call, no indirect branch (no retpoline needed); label B carries
 ///                       the instrumentation-begin record
 /// E: leave              label E (the instruction after the call) carries the end record.
@@ -217,14 +283,14 @@ macro_rules! __irqstack_rt_trampoline {
     };
     (@body $fetch:literal, $reg:literal, $b:literal, $e:literal) => {
         ::core::concat!(
+            $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\npush rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
             "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
             $fetch,
             "mov qword ptr [",
             $reg,
-            "], rsp\nmov rsp, ",
-            $reg,
-            "\n",
+            "], rsp\n",
+            $crate::__irqstack_rt_switch_rsp!($reg),
             $b,
             ":\n",
             $crate::__irqstack_rt_instr_record!(begin, $b),
