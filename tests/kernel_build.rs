@@ -322,3 +322,44 @@ fn noinstr_queries_stay_in_noinstr_text() {
         );
     }
 }
+
+/// `cargo check` of `examples/kernel_module` with `rustflags` in `RUSTFLAGS` (as a kernel built
+/// with cargo passes them) and `features`; returns success and stderr.
+fn check_with_rustflags(rustflags: &str, features: &[&str]) -> (bool, String) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(kernel_object::repo().join("examples/kernel_module"))
+        .args(["check", "--quiet", "--lib"])
+        // With an explicit target, RUSTFLAGS reach the target crates and their build scripts'
+        // view of them, not the build scripts and proc macros themselves.
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(kernel_object::repo().join("target/kernel-module-flags"))
+        .arg(format!("--features={}", features.join(",")))
+        .env("RUSTFLAGS", rustflags)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("running cargo");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Defect 6: `-Zfunction-return=thunk-extern` without feature `rethunk` (or SLS hardening
+/// without `sls`) built hand-written returns that objtool rejects later. A cargo build now stops
+/// with an error that names the feature; with the features it builds.
+#[test]
+fn hardening_flags_without_their_feature_fail_the_build_naming_it() {
+    let (ok, err) = check_with_rustflags("-Zfunction-return=thunk-extern", &["kernel-abi"]);
+    assert!(!ok && err.contains("Enable feature `rethunk`"), "{err}");
+    let (ok, err) = check_with_rustflags("-Ctarget-feature=+harden-sls-ret", &["kernel-abi"]);
+    assert!(!ok && err.contains("Enable feature `sls`"), "{err}");
+    let (ok, err) = check_with_rustflags(
+        "-Zfunction-return=thunk-extern -Ctarget-feature=+harden-sls-ret,+harden-sls-ijmp",
+        &["kernel-abi", "rethunk", "sls"],
+    );
+    assert!(ok, "{err}");
+}
