@@ -59,6 +59,20 @@ fn main() {
              \"missing int3 after ret\"). Enable feature `sls`.",
         );
     }
+    let padded = flags.iter().any(|f| {
+        f.strip_prefix("-Zpatchable-function-entry=")
+            .and_then(|v| v.split_once(','))
+            .is_some_and(|(_, prefix)| prefix.trim() != "0")
+    });
+    if padded && !feature("call-padding") {
+        errors.push(
+            "the build pads every function with NOPs in front (-Zpatchable-function-entry=N,M, \
+             CONFIG_CALL_PADDING) but irqstack's feature `call-padding` is off: its trampolines \
+             would have no padding and no `__pfx_` symbol, and the kernel's call depth \
+             tracking warns \"Invalid padding area\" for calls to them. Enable feature \
+             `call-padding`.",
+        );
+    }
     if has("-Zcf-protection=branch") && !feature("kernel-abi") && !feature("std") {
         println!(
             "cargo::warning=irqstack: -Zcf-protection=branch (IBT) without feature `kernel-abi`: \

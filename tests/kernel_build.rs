@@ -16,6 +16,15 @@ use kernel_object::{
     run_objtool, run_objtool_keep,
 };
 
+/// Whether `name` is a trampoline's symbol (not its shim's, nor a prefix symbol, nor objdump's
+/// `<name-0x10>` for the padding in front of one).
+fn is_trampoline(name: &str) -> bool {
+    name.contains("trampoline")
+        && !name.ends_with("_shim")
+        && !name.starts_with("__pfx_")
+        && !name.contains('-')
+}
+
 /// One function of an `objdump -dr` listing: its instructions as (address, text), the text of
 /// an instruction followed by ` -> target` when a relocation names its operand.
 struct Func {
@@ -244,10 +253,7 @@ fn kernel_build_has_no_eh_frame_and_orc_crosses_the_switch() {
     let secs = sections(&obj);
     assert!(!secs.iter().any(|s| s == ".eh_frame"), "{secs:?}");
     let funcs = disassemble(&obj);
-    let tramps: Vec<(&String, &Func)> = funcs
-        .iter()
-        .filter(|(n, _)| n.contains("trampoline"))
-        .collect();
+    let tramps: Vec<(&String, &Func)> = funcs.iter().filter(|(n, _)| is_trampoline(n)).collect();
     assert!(tramps.len() >= 7, "{:?}", funcs.keys());
     let (ver, tool) = tools
         .iter()
@@ -348,8 +354,9 @@ fn check_with_rustflags(rustflags: &str, features: &[&str]) -> (bool, String) {
     )
 }
 
-/// Defect 6: `-Zfunction-return=thunk-extern` without feature `rethunk` (or SLS hardening
-/// without `sls`) built hand-written returns that objtool rejects later. A cargo build now stops
+/// Defect 6: `-Zfunction-return=thunk-extern` without feature `rethunk` (SLS hardening without
+/// `sls`, call padding without `call-padding`) built hand-written code that objtool or the
+/// kernel rejects later. A cargo build now stops
 /// with an error that names the feature; with the features it builds.
 #[test]
 fn hardening_flags_without_their_feature_fail_the_build_naming_it() {
@@ -357,9 +364,64 @@ fn hardening_flags_without_their_feature_fail_the_build_naming_it() {
     assert!(!ok && err.contains("Enable feature `rethunk`"), "{err}");
     let (ok, err) = check_with_rustflags("-Ctarget-feature=+harden-sls-ret", &["kernel-abi"]);
     assert!(!ok && err.contains("Enable feature `sls`"), "{err}");
+    let (ok, err) = check_with_rustflags("-Zpatchable-function-entry=16,16", &["kernel-abi"]);
+    assert!(
+        !ok && err.contains("Enable feature `call-padding`"),
+        "{err}"
+    );
     let (ok, err) = check_with_rustflags(
-        "-Zfunction-return=thunk-extern -Ctarget-feature=+harden-sls-ret,+harden-sls-ijmp",
-        &["kernel-abi", "rethunk", "sls"],
+        "-Zfunction-return=thunk-extern -Ctarget-feature=+harden-sls-ret,+harden-sls-ijmp \
+         -Zpatchable-function-entry=16,16",
+        &["kernel-abi", "rethunk", "sls", "call-padding"],
     );
     assert!(ok, "{err}");
+}
+
+/// Defect 5: with `-Zpatchable-function-entry=16,16` and `--prefix=16`, every compiled function
+/// gets 16 bytes of NOPs in front and a `__pfx_` symbol (which call depth tracking rewrites),
+/// but the naked trampolines had none. With feature `call-padding` every trampoline, the
+/// closure form's included, has its `__pfx_` symbol after objtool 6.12 `--prefix=16`.
+#[test]
+fn call_padding_gives_every_trampoline_a_prefix_symbol() {
+    let Some(tools) = required_objtools() else {
+        return;
+    };
+    if !required_target(KERNEL_TARGET) {
+        return;
+    }
+    let obj = build_kernel("kernel-clean", &[], &[]);
+    let (ver, tool) = tools
+        .iter()
+        .find(|(v, _)| v.starts_with("6.12"))
+        .expect("objtool 6.12");
+    let processed = run_objtool_keep(tool, &obj, &kernel_objtool_flags(ver));
+    let out = Command::new("objdump")
+        .arg("-t")
+        .arg(&processed)
+        .output()
+        .expect("objdump");
+    let _ = std::fs::remove_file(&processed);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let functions: BTreeSet<&str> = table
+        .lines()
+        .filter(|l| l.contains(" F "))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let tramps: Vec<&str> = functions
+        .iter()
+        .copied()
+        .filter(|n| is_trampoline(n))
+        .collect();
+    assert!(tramps.len() >= 7, "{functions:?}");
+    for t in tramps {
+        assert!(
+            functions.contains(format!("__pfx_{t}").as_str()),
+            "{t} has no __pfx_ symbol: {functions:?}"
+        );
+    }
+    // The compiler's own functions have theirs too: the comparison is like for like.
+    assert!(
+        functions.contains("__pfx_irqstack_km_entry"),
+        "{functions:?}"
+    );
 }

@@ -167,6 +167,8 @@ macro_rules! set_backend {
                 <$backend as $crate::Backend>::top_slot()
             }
         };
+
+        $crate::__irqstack_rt_backend_extras!();
     };
 }
 

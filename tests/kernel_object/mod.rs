@@ -54,7 +54,7 @@ pub const KERNEL_RUSTFLAGS: &[&str] = &[
 ];
 
 /// The irqstack features that match [`KERNEL_RUSTFLAGS`].
-pub const KERNEL_FEATURES: &[&str] = &["kernel-abi", "rethunk", "sls"];
+pub const KERNEL_FEATURES: &[&str] = &["kernel-abi", "rethunk", "sls", "call-padding"];
 
 /// The bare-metal target of the kernel builds.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
