@@ -143,6 +143,7 @@ const CALLERS: &[&str] = &[
     "irqstack_km_call_struct", // 40-byte struct in and out: block form with a result slot
     "irqstack_km_call_wide",   // i128: block form
     "irqstack_km_call_regs",   // &mut Regs: register form, picked by size_of
+    "irqstack_km_call_pick",   // named lifetimes, a reference back: register form
     "irqstack_km_softirq",     // run_on_irqstack: the closure trampoline
 ];
 

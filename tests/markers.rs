@@ -112,7 +112,7 @@ const LEAVE: u8 = 0xC9;
 /// function in `.noinstr.text` lies inside a region.
 fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
     // Markers: the entry's (statements), entry_asm's (template pieces), the softirq's, and the
-    // in-place path of every handler and of `run_on_irqstack`; one trampoline per handler (six)
+    // in-place path of every handler and of `run_on_irqstack`; one trampoline per handler (seven)
     // and one for the softirq's closure.
     assert_eq!(begins.len(), ends.len(), "{begins:?} {ends:?}");
     assert!(begins.len() >= 16, "begin records: {begins:?}");
@@ -158,7 +158,7 @@ fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
             other => panic!("begin record points at byte {other:#x}, not a NOP or call"),
         }
     }
-    assert_eq!(trampolines, 7, "six handlers and one closure");
+    assert_eq!(trampolines, 8, "seven handlers and one closure");
     let traced: Vec<_> = all_calls
         .iter()
         .filter(|(_, f)| f == "irqstack_km_trace")

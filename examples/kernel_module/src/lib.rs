@@ -120,6 +120,19 @@ fn irqstack_km_regs(regs: &mut Regs, vector: u64) -> u64 {
     regs.flags ^ vector
 }
 
+/// Named lifetimes, in and out.
+#[on_irqstack]
+fn irqstack_km_pick<'a>(a: &'a mut u64, b: &'a mut u64, first: bool) -> &'a mut u64 {
+    if first { a } else { b }
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_pick(a: &mut u64, b: &mut u64) {
+    *irqstack_km_pick(a, b, true) += 1;
+}
+
 /// The state queries from `noinstr` code: `irqstack_active()`, `interrupted_sp()` and
 /// `irq_stack_bounds()` must not leave `.noinstr.text` either.
 #[noinstr]
