@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use kernel_object::{
-    KERNEL_TARGET, build, build_kernel, kernel_objtool_flags, required_objtools, required_target,
-    run_objtool, run_objtool_keep,
+    KERNEL_TARGET, build, build_kernel, build_kernel_for, kernel_objtool_flags, required_objtools,
+    required_target, run_objtool, run_objtool_keep,
 };
 
 /// Whether `name` is a trampoline's symbol (not its shim's, nor a prefix symbol, nor objdump's
@@ -208,10 +208,10 @@ fn kernel_build_passes_objtool_with_the_kernels_flags() {
     if !required_target(KERNEL_TARGET) {
         return;
     }
-    let clean = build_kernel("kernel-clean", &[], &[]);
-    let negative = build_kernel("kernel-negative", &["negative"], &[]);
     for (ver, tool) in &tools {
-        let flags = kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
+        let clean = build_kernel_for(ver, false);
+        let negative = build_kernel_for(ver, true);
+        let flags = kernel_objtool_flags(ver);
         let w = run_objtool(tool, &clean, &flags);
         assert!(w.is_empty(), "objtool {ver} {flags:?}: {w:#?}");
         let w = run_objtool(tool, &negative, &flags);
