@@ -370,10 +370,12 @@ fn hardening_flags_without_their_feature_fail_the_build_naming_it() {
         !ok && err.contains("Enable feature `call-padding`"),
         "{err}"
     );
+    let (ok, err) = check_with_rustflags("-Zcf-protection=branch", &["kernel-abi"]);
+    assert!(!ok && err.contains("Enable feature `ibt`"), "{err}");
     let (ok, err) = check_with_rustflags(
         "-Zfunction-return=thunk-extern -Ctarget-feature=+harden-sls-ret,+harden-sls-ijmp \
-         -Zpatchable-function-entry=16,16",
-        &["kernel-abi", "rethunk", "sls", "call-padding"],
+         -Zpatchable-function-entry=16,16 -Zcf-protection=branch",
+        &["kernel-abi", "rethunk", "sls", "call-padding", "ibt"],
     );
     assert!(ok, "{err}");
 }
