@@ -3,7 +3,7 @@
 //! 40-byte struct by value. Every row computes `x.wrapping_add(1)` with `x` and the result behind
 //! `black_box`, in the same run, so the rows can be compared with each other.
 //!
-//! Run: `cargo bench --bench switch` (about 30 s). `scripts/bench-criterion.sh` runs it and prints
+//! Run: `cargo bench -p irqstack-bench --bench switch` (about 30 s). `scripts/bench-criterion.sh` runs it and prints
 //! the medians as a table. Wall-clock numbers on a shared 2-core machine are noisy; the
 //! instruction counts of `benches/icount.rs` are the stable measure.
 
@@ -72,7 +72,7 @@ fn calls(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: ten rows in about 30 s. CI only builds this (`cargo bench --no-run`).
+    // Short runs: ten rows in about 30 s. CI only builds this (`cargo bench -p irqstack-bench --no-run`).
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))

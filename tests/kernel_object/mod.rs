@@ -10,8 +10,14 @@ use std::sync::Mutex;
 /// Builds of the fixture share one target directory; one at a time.
 static BUILD: Mutex<()> = Mutex::new(());
 
+/// The repository root (this module is also compiled into `irqstack-tests`, one level down).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("examples/kernel_module").is_dir())
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Builds `examples/kernel_module` with `features` and `extra` rustc flags into an object file
