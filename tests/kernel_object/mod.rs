@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/skip.rs"]
+pub mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -119,8 +122,8 @@ pub fn objtools() -> Vec<(String, PathBuf)> {
     found
 }
 
-/// The objtool binaries the tests need (6.1 and a 6.12), or `None` after saying loudly that the
-/// test did not run. Fails instead under `CI=true` or `IRQSTACK_REQUIRE_OBJTOOL=1`.
+/// The objtool binaries the tests need (6.1 and a 6.12), or `None` after a "skipped" line
+/// ([`skip::skip`]). Fails instead under CI or with `IRQSTACK_REQUIRE_OBJTOOL=1`.
 pub fn required_objtools() -> Option<Vec<(String, PathBuf)>> {
     let tools = objtools();
     let has = |p: &str| {
@@ -131,18 +134,11 @@ pub fn required_objtools() -> Option<Vec<(String, PathBuf)>> {
     if has("6.1") && has("6.12") {
         return Some(tools);
     }
-    let required = std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
-    eprintln!(
-        "\n*** objtool NOT FOUND (have: {tools:?}): the objtool checks did NOT run ***\n\
-         install Debian's linux-kbuild-6.1 and linux-kbuild-6.12.* packages \
-         (`.ci/run` does), e.g.\n    apt-get install linux-kbuild-6.1 \
-         $(apt-cache search --names-only '^linux-kbuild-6\\.12' | sort -V | tail -1 | cut -d' ' -f1)\n"
-    );
-    assert!(
-        !required,
-        "objtool is required (CI=true or IRQSTACK_REQUIRE_OBJTOOL=1) but missing"
-    );
+    let what = format!("objtool 6.1 and 6.12 (found: {tools:?})");
+    let install = "apt-get install linux-kbuild-6.1 $(apt-cache search --names-only \
+                   '^linux-kbuild-6\\.12' | cut -d' ' -f1 | sort -V | tail -n 1)";
+    let required = std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
+    skip::skip(&what, install, required);
     None
 }
 
