@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-#[path = "../support/skip.rs"]
-pub mod skip;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -121,6 +118,10 @@ pub fn objtools() -> Vec<(String, PathBuf)> {
     found.sort();
     found
 }
+
+/// The "skipped" line and its CI rule, shared by every test that needs a tool.
+#[path = "../support/skip.rs"]
+pub mod skip;
 
 /// The objtool binaries the tests need (6.1 and a 6.12), or `None` after a "skipped" line
 /// ([`skip::skip`]). Fails instead under CI or with `IRQSTACK_REQUIRE_OBJTOOL=1`.
