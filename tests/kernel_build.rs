@@ -428,3 +428,54 @@ fn call_padding_gives_every_trampoline_a_prefix_symbol() {
         "{functions:?}"
     );
 }
+
+/// Issue 15, kernel builds: with `linux-percpu` and `inline-switch` the whole switch is inline in
+/// the caller, as Linux's `call_on_irqstack_cond`: on the switch path the only call is the one to
+/// the body (no claim/release hooks, no trampoline); objtool 6.1 and 6.12 with the kernel's
+/// flags accept the stack swizzle, the handler that never returns included.
+#[test]
+fn inline_switch_has_no_out_of_line_call_but_the_body_and_passes_objtool() {
+    let Some(tools) = required_objtools() else {
+        return;
+    };
+    if !required_target(KERNEL_TARGET) {
+        return;
+    }
+    for (ver, tool) in &tools {
+        let mut features = vec!["linux-percpu", "inline-switch"];
+        if ver == "6.1" {
+            features.push("objtool-legacy-hints");
+        }
+        let obj = build_kernel(&format!("kernel-inline-{ver}"), &features, &[]);
+        let w = run_objtool(tool, &obj, &kernel_objtool_flags(ver));
+        assert!(w.is_empty(), "objtool {ver}: {w:#?}");
+        let funcs = disassemble(&obj);
+        let entry = &funcs["irqstack_km_entry"].insns;
+        let calls: Vec<&str> = entry
+            .iter()
+            .map(|(_, i)| i.as_str())
+            .filter(|i| i.starts_with("call"))
+            .collect();
+        // The traced call (between markers, twice: before the switch and on the in-place path)
+        // and the body's shim: nothing else.
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.contains("irqstack_km_trace") || c.contains("shim")),
+            "{calls:#?}"
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c.contains("shim")).count(),
+            1,
+            "{calls:#?}"
+        );
+        let text: Vec<&str> = entry.iter().map(|(_, i)| i.as_str()).collect();
+        let at = text
+            .iter()
+            .position(|i| i.starts_with("mov QWORD PTR [r11],rsp"))
+            .unwrap_or_else(|| panic!("no stack swizzle through r11: {text:#?}"));
+        assert_eq!(text[at + 1], "lea rsp,[r11-0x8]", "{text:#?}");
+        assert!(text[at + 2].starts_with("call") && text[at + 2].contains("shim"));
+        assert_eq!(text[at + 3], "mov rsp,QWORD PTR [rsp+0x8]", "{text:#?}");
+    }
+}

@@ -100,6 +100,33 @@ fn pointee(elem: &Type) -> Arg {
     }
 }
 
+/// Whether an argument of type `ty` can be handed to an `asm!` block in one general-purpose
+/// register through the runtime's `AsmArg` conversion: integers up to 64 bits, `bool`, `char`,
+/// references and raw pointers (thin, or fat in a branch that `size_of` rules out). Not floats
+/// and not function pointers.
+pub fn asm_arg(ty: &Type) -> bool {
+    match strip(ty) {
+        Type::Path(p) => matches!(
+            primitive(p).as_deref(),
+            Some(
+                "u8" | "u16"
+                    | "u32"
+                    | "u64"
+                    | "usize"
+                    | "i8"
+                    | "i16"
+                    | "i32"
+                    | "i64"
+                    | "isize"
+                    | "bool"
+                    | "char"
+            )
+        ),
+        Type::Reference(_) | Type::Ptr(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether the return value comes back in registers (`rax`, `rdx`, `xmm0`), never through a
 /// hidden pointer argument (which would take `rdi` and shift every argument by one register).
 pub fn ret_in_registers(ret: &ReturnType) -> bool {

@@ -307,7 +307,7 @@ fn trampoline(
     (shim, shim_def): (&syn::Ident, TokenStream),
     params: &[TokenStream],
     output: TokenStream,
-    kind: &str,
+    (kind, inline): (&str, TokenStream),
 ) -> TokenStream {
     let krate = info.krate;
     let generics = info.generics;
@@ -315,6 +315,8 @@ fn trampoline(
     let end = label::fresh();
     let symbol = symbol_name(kind, info.ident);
     let shim_symbol = format!("{symbol}_shim");
+    // A body of type `!` never comes back: the trampoline ends in a trap after its call.
+    let diverges = matches!(info.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)));
     let tos_arg = if tos == "stack" {
         quote!(stack)
     } else {
@@ -331,6 +333,7 @@ fn trampoline(
         // The IRQ-stack switch; see `__irqstack_rt_trampoline` in irqstack-rt for every
         // instruction's reason and the CFI that lets unwinders cross it.
         #krate::__private::trampoline_fn! {
+            inline = #inline,
             name = #name,
             generics = [#generics_tokens],
             params = [#(#params),*],
@@ -343,8 +346,47 @@ fn trampoline(
             shim = [#shim_def],
             symbol = #symbol,
             shim_symbol = #shim_symbol,
+            noreturn = #diverges,
         }
     }
+}
+
+/// How the return value comes back, for the inline switch of kernel builds (feature
+/// `inline-switch`): `none`, `gpr` (`rax`), `gpr2` (`rax` and `rdx`: 128-bit integers, pointers
+/// that may be fat); `None` where the inline form does not apply (floats, aggregates, `!`).
+fn ret_class(output: &ReturnType) -> Option<&'static str> {
+    let ty = match output {
+        ReturnType::Default => return Some("none"),
+        ReturnType::Type(_, ty) => ty,
+    };
+    match &**ty {
+        // A body that never returns keeps its trampoline (`call; int3`): after an inline
+        // `call` the compiler would add its own trap for the unreachable rest, which objtool
+        // reports. Such handlers are fatal paths, where a few instructions do not matter.
+        Type::Never(_) => None,
+        Type::Tuple(t) if t.elems.is_empty() => Some("none"),
+        Type::Reference(_) | Type::Ptr(_) => Some("gpr2"),
+        t if classify::asm_arg(t) => Some("gpr"),
+        Type::Path(p) if p.path.is_ident("u128") || p.path.is_ident("i128") => Some("gpr2"),
+        _ => None,
+    }
+}
+
+/// The `inline = ...` argument of the runtime's `trampoline_fn!`: each argument's name and type
+/// (they go in the SysV integer registers, in order), and the return class; or `none` where the
+/// inline switch cannot pass the arguments (the runtime then keeps the trampoline).
+fn inline_spec(tys: &Option<Vec<&Type>>, ret: Option<&str>) -> TokenStream {
+    let (Some(tys), Some(ret)) = (tys, ret) else {
+        return quote!(none);
+    };
+    if tys.len() > classify::GPRS.len() {
+        return quote!(none);
+    }
+    let names: Vec<syn::Ident> = (0..tys.len())
+        .map(|i| format_ident!("__irqstack_in{}", i))
+        .collect();
+    let ret = format_ident!("{}", ret);
+    quote!([#(#names: #tys),*] -> #ret)
 }
 
 /// Arguments stay in their registers; `tos` is one more argument after them.
@@ -365,6 +407,12 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
             #call
         }
     };
+    let inline = inline_spec(
+        &tys.iter()
+            .map(|t| classify::asm_arg(t).then_some(*t))
+            .collect::<Option<Vec<&Type>>>(),
+        ret_class(output),
+    );
     let tramp = trampoline(
         &tramp_name,
         info,
@@ -372,7 +420,7 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
         (&shim, shim_def),
         &params,
         quote!(#output),
-        "reg",
+        ("reg", inline),
     );
     quote! {
         #tramp
@@ -428,7 +476,13 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             (&shim, shim_def),
             &[quote!(*mut #tuple_ty)],
             quote!(#output),
-            "block",
+            (
+                "block",
+                inline_spec(
+                    &Some(vec![&syn::parse_quote!(*mut #tuple_ty)]),
+                    ret_class(output),
+                ),
+            ),
         );
         quote! {
             #tramp
@@ -457,7 +511,16 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             (&shim, shim_def),
             &[quote!(*mut #tuple_ty), quote!(*mut #ret_ty)],
             quote!(),
-            "block",
+            (
+                "block",
+                inline_spec(
+                    &Some(vec![
+                        &syn::parse_quote!(*mut #tuple_ty),
+                        &syn::parse_quote!(*mut #ret_ty),
+                    ]),
+                    Some("none"),
+                ),
+            ),
         );
         quote! {
             #tramp

@@ -193,6 +193,15 @@ macro_rules! set_backend {
         };
 
         const _: () = {
+            // The debug check before a claim, for runtimes that claim inline
+            // (`linux-percpu`).
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_assert_irqs_disabled() {
+                <$backend as $crate::Backend>::assert_irqs_disabled()
+            }
+
             // The entry hooks of `#[idtentry]` glue, in `.noinstr.text` like the glue.
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
@@ -383,5 +392,38 @@ macro_rules! gs_percpu_backend {
 
             $crate::set_backend!(GsPercpu);
         };
+    };
+}
+
+/// The backend of feature `linux-percpu`: Linux's own per-CPU variables `hardirq_stack_ptr` and
+/// `hardirq_stack_inuse` (which the kernel defines), claimed and released inline in every
+/// handler, as Linux's `call_on_irqstack_cond` does; this macro defines the rest (the
+/// `irq_stack_bounds()` queries, the debug check, the entry hooks) like [`gs_percpu_backend!`].
+/// Use it once, in the final binary, instead of `set_backend!`.
+///
+/// `size = bytes` is the kernel's `IRQ_STACK_SIZE` (16 KiB on x86-64, 32 KiB with KASAN);
+/// `assert_irqs_disabled = path` as for `gs_percpu_backend!`.
+///
+/// ```ignore
+/// // irqstack = { default-features = false, features = ["kernel-abi", "linux-percpu"] }
+/// irqstack::linux_percpu_backend!(size = 16 * 1024, assert_irqs_disabled = my_assert);
+/// ```
+#[cfg(feature = "linux-percpu")]
+#[macro_export]
+macro_rules! linux_percpu_backend {
+    (size = $size:expr $(,)?) => {
+        $crate::gs_percpu_backend!(
+            $crate::__private::percpu::hardirq_stack_ptr,
+            $crate::__private::percpu::hardirq_stack_inuse,
+            size = $size
+        );
+    };
+    (size = $size:expr, assert_irqs_disabled = $hook:path $(,)?) => {
+        $crate::gs_percpu_backend!(
+            $crate::__private::percpu::hardirq_stack_ptr,
+            $crate::__private::percpu::hardirq_stack_inuse,
+            size = $size,
+            assert_irqs_disabled = $hook
+        );
     };
 }

@@ -21,6 +21,26 @@ compile_error!(
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(all(feature = "std", feature = "inline-switch"))]
+compile_error!(
+    "irqstack: feature `inline-switch` (the stack switch inline in the caller, without DWARF \
+     unwind information) is for no_std kernel builds, whose unwinders follow frame pointers and \
+     ORC. Turn off `std` (default-features = false) or `inline-switch`."
+);
+
+#[cfg(all(feature = "inline-switch", not(panic = "abort")))]
+compile_error!(
+    "irqstack: feature `inline-switch` needs `panic = \"abort\"` (every kernel build): a panic \
+     cannot unwind through an inline `asm!` stack switch."
+);
+
+#[cfg(all(feature = "std", feature = "linux-percpu"))]
+compile_error!(
+    "irqstack: feature `linux-percpu` (claim and release inline on Linux's per-CPU \
+     `hardirq_stack_ptr`/`hardirq_stack_inuse`) is for no_std kernel builds. Turn off `std` \
+     (default-features = false) or `linux-percpu`."
+);
+
 #[cfg(all(feature = "std", feature = "call-padding"))]
 compile_error!(
     "irqstack: feature `call-padding` (the kernel's CONFIG_CALL_PADDING) is for no_std kernel \
@@ -310,8 +330,83 @@ unsafe extern "sysv64-unwind" fn closure_trampoline<F: FnOnce() -> R, R>(
     )
 }
 
+/// A value that an inline switch (feature `inline-switch`) hands to the body in one
+/// general-purpose register, widened as the SysV ABI expects: unsigned and `bool`/`char` values
+/// zero-extended, signed ones sign-extended, pointers as their address.
+#[doc(hidden)]
+pub trait AsmArg {
+    /// The register's value.
+    fn to_reg(self) -> u64;
+}
+
+macro_rules! asm_arg_unsigned {
+    ($($t:ty),*) => {$(
+        impl AsmArg for $t {
+            #[inline(always)]
+            fn to_reg(self) -> u64 {
+                self as u64
+            }
+        }
+    )*};
+}
+macro_rules! asm_arg_signed {
+    ($($t:ty),*) => {$(
+        impl AsmArg for $t {
+            #[inline(always)]
+            fn to_reg(self) -> u64 {
+                self as i64 as u64
+            }
+        }
+    )*};
+}
+asm_arg_unsigned!(u8, u16, u32, u64, usize, bool, char);
+asm_arg_signed!(i8, i16, i32, i64, isize);
+
+impl<T: ?Sized> AsmArg for *const T {
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        self.cast::<()>() as u64
+    }
+}
+impl<T: ?Sized> AsmArg for *mut T {
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        self.cast::<()>() as u64
+    }
+}
+impl<T: ?Sized> AsmArg for &T {
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        (self as *const T).cast::<()>() as u64
+    }
+}
+impl<T: ?Sized> AsmArg for &mut T {
+    #[inline(always)]
+    fn to_reg(self) -> u64 {
+        (self as *mut T).cast::<()>() as u64
+    }
+}
+
+/// The value of type `R` that a function returned in `rax` (and `rdx`).
+///
+/// # Safety
+///
+/// `R` is returned in registers under SysV (an integer up to 128 bits, `bool`, `char`, a thin or
+/// fat pointer or reference), and `rax`/`rdx` hold what such a function returned.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn from_regs<R>(rax: u64, rdx: u64) -> R {
+    const { assert!(core::mem::size_of::<R>() <= 16) };
+    // SAFETY: the caller's contract: the value's bytes are the low `size_of::<R>()` bytes of
+    // rax:rdx, little-endian, which is the array's layout.
+    unsafe { core::mem::transmute_copy::<[u64; 2], R>(&[rax, rdx]) }
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::{Switch, try_enter};
     pub use crate::entry_hooks;
+    #[cfg(all(feature = "linux-percpu", not(feature = "std")))]
+    pub use crate::linked_backend::percpu;
+    pub use crate::{AsmArg, from_regs};
 }

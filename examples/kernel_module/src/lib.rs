@@ -27,12 +27,18 @@ unsafe extern "C" {
 // Linux 5.12+ keeps the IRQ stack in two per-CPU variables, addressed `%gs`-relative:
 // `hardirq_stack_ptr` (the top slot, already adjusted: `va + IRQ_STACK_SIZE - 8`) and
 // `hardirq_stack_inuse`. The object leaves them undefined, as a module does.
+#[cfg(not(feature = "linux-percpu"))]
 unsafe extern "C" {
     static hardirq_stack_ptr: usize;
     static hardirq_stack_inuse: bool;
 }
 
+#[cfg(not(feature = "linux-percpu"))]
 irqstack::gs_percpu_backend!(hardirq_stack_ptr, hardirq_stack_inuse, size = 16 * 1024);
+
+// With `linux-percpu` the runtime names the two variables itself and claims inline.
+#[cfg(feature = "linux-percpu")]
+irqstack::linux_percpu_backend!(size = 16 * 1024);
 
 /// The device's interrupt handler: runs on the IRQ stack, may call instrumentable code (the
 /// trampoline's markers cover the call into it).
@@ -131,6 +137,22 @@ fn irqstack_km_pick<'a>(a: &'a mut u64, b: &'a mut u64, first: bool) -> &'a mut 
 #[unsafe(no_mangle)]
 pub extern "C" fn irqstack_km_call_pick(a: &mut u64, b: &mut u64) {
     *irqstack_km_pick(a, b, true) += 1;
+}
+
+/// A handler that never returns (a fatal error path): its trampoline has no way back.
+#[on_irqstack]
+fn irqstack_km_die(code: u64) -> ! {
+    loop {
+        // SAFETY: as above.
+        unsafe { irqstack_km_trace(code) };
+    }
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_die(code: u64) -> ! {
+    irqstack_km_die(code)
 }
 
 /// The state queries from `noinstr` code: `irqstack_active()`, `interrupted_sp()` and

@@ -236,6 +236,29 @@ macro_rules! __irqstack_rt_switch_rsp {
     };
 }
 
+/// The instruction that switches back from the IRQ stack after the inline switch's `call`
+/// (feature `inline-switch`): `rsp` is where `__irqstack_rt_switch_rsp` left it, so the top slot
+/// is at `[rsp]` (`pop rsp` loads it, the kernel's sequence) or, with `kernel-abi`, at
+/// `[rsp + 8]`.
+#[cfg(not(feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_back {
+    () => {
+        "pop rsp\n"
+    };
+}
+
+/// See above (`kernel-abi`).
+#[cfg(feature = "kernel-abi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_back {
+    () => {
+        "mov rsp, qword ptr [rsp + 8]\n"
+    };
+}
+
 /// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`).
 ///
 /// The trampoline has the signature of the body it calls plus one more, last, pointer argument:
@@ -275,13 +298,26 @@ macro_rules! __irqstack_rt_switch_rsp {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
-    (tos = stack, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(@body "mov r11, qword ptr [rbp + 16]\n", "r11", $b, $e)
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
+        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
     };
-    (tos = $reg:literal, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(@body "", $reg, $b, $e)
+    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "mov r11, qword ptr [rbp + 16]\n", "r11", $b, $e, $nr)
     };
-    (@body $fetch:literal, $reg:literal, $b:literal, $e:literal) => {
+    (tos = $reg:literal, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", $reg, $b, $e, $nr)
+    };
+    // The way back: `leave` restores the interrupted rsp (see above), then the return.
+    (@tail false) => {
+        ::core::concat!("leave\n.cfi_def_cfa rsp, 8\n", $crate::__irqstack_rt_ret!())
+    };
+    // A body that never returns (`-> !`): no way back, a trap after the call. objtool knows the
+    // body never returns; it would call a way back unreachable (6.12: "missing a __noreturn
+    // annotation") and passes over a trap.
+    (@tail true) => {
+        "int3\n"
+    };
+    (@body $fetch:literal, $reg:literal, $b:literal, $e:literal, $nr:tt) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\npush rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
@@ -298,8 +334,7 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            "leave\n.cfi_def_cfa rsp, 8\n",
-            $crate::__irqstack_rt_ret!(),
+            $crate::__irqstack_rt_trampoline!(@tail $nr),
             ".cfi_endproc\n",
         )
     };
@@ -313,7 +348,7 @@ macro_rules! __irqstack_rt_trampoline {
 #[cfg(not(feature = "call-padding"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline_fn {
+macro_rules! __irqstack_rt_trampoline_def {
     (
         name = $name:ident,
         generics = [$($generics:tt)*],
@@ -326,7 +361,8 @@ macro_rules! __irqstack_rt_trampoline_fn {
         body = $body:ident,
         shim = [$($shim:tt)*],
         symbol = $symbol:literal,
-        shim_symbol = $shim_symbol:literal $(,)?
+        shim_symbol = $shim_symbol:literal,
+        noreturn = $noreturn:tt $(,)?
     ) => {
         $($shim)*
         #[unsafe(naked)]
@@ -334,7 +370,9 @@ macro_rules! __irqstack_rt_trampoline_fn {
         #[allow(clippy::too_many_arguments)]
         unsafe extern "sysv64-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
             ::core::arch::naked_asm!(
-                $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $begin, end = $end),
+                $crate::__irqstack_rt_trampoline!(
+                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                ),
                 body = sym $body,
             )
         }
@@ -356,7 +394,7 @@ macro_rules! __irqstack_rt_trampoline_fn {
 #[cfg(feature = "call-padding")]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline_fn {
+macro_rules! __irqstack_rt_trampoline_def {
     (
         name = $name:ident,
         generics = [$($generics:tt)*],
@@ -369,7 +407,8 @@ macro_rules! __irqstack_rt_trampoline_fn {
         body = $body:ident,
         shim = [$($shim:tt)*],
         symbol = $symbol:literal,
-        shim_symbol = $shim_symbol:literal $(,)?
+        shim_symbol = $shim_symbol:literal,
+        noreturn = $noreturn:tt $(,)?
     ) => {
         // `global_asm!` must stand where items do, and a handler's trampoline is defined in a
         // block of the handler's body: so it goes into a module of its own, which cannot name
@@ -401,7 +440,9 @@ macro_rules! __irqstack_rt_trampoline_fn {
             ::core::arch::global_asm!(
                 $crate::__irqstack_rt_padded_function!(
                     $symbol,
-                    $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $begin, end = $end)
+                    $crate::__irqstack_rt_trampoline!(
+                        tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                    )
                 ),
                 body = sym shim,
             );
@@ -496,4 +537,232 @@ macro_rules! __irqstack_rt_backend_extras {
             );
         }
     };
+}
+
+/// Defines one trampoline of a handler and the shim it calls (see `__irqstack_rt_trampoline_def`
+/// for the arguments). `inline = ...` says how the arguments could be passed in registers to an
+/// inline switch; without feature `inline-switch` it is not used.
+#[cfg(not(feature = "inline-switch"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (inline = $inline:tt $(-> $ret:ident)?, $($def:tt)*) => {
+        $crate::__irqstack_rt_trampoline_def! { $($def)* }
+    };
+}
+
+/// Defines one trampoline of a handler and the shim it calls. With feature `inline-switch`,
+/// where the arguments fit in registers (`inline = [name: type => "reg", ...] -> class`), the
+/// "trampoline" is an inline function whose `asm!` switches stacks in the caller, as Linux 5.12+
+/// `call_on_irqstack` does; otherwise (`inline = none`) the out-of-line trampoline.
+#[cfg(feature = "inline-switch")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (inline = none, $($def:tt)*) => {
+        $crate::__irqstack_rt_trampoline_def! { $($def)* }
+    };
+    (
+        inline = [$($arg:ident : $ty:ty),*] -> $ret:ident,
+        name = $name:ident,
+        generics = [$($generics:tt)*],
+        params = $params:tt,
+        output = [$($output:tt)*],
+        where = [$($where:tt)*],
+        tos = $tos:tt,
+        begin = $begin:literal,
+        end = $end:literal,
+        body = $body:ident,
+        shim = [$($shim:tt)*],
+        symbol = $symbol:literal,
+        shim_symbol = $shim_symbol:literal,
+        noreturn = $noreturn:tt $(,)?
+    ) => {
+        $($shim)*
+        /// The switch, inline in the caller (see `__irqstack_rt_inline_switch`).
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name $($generics)* ($($arg: $ty,)* tos: *mut u8) $($output)* $($where)* {
+            $crate::__irqstack_rt_inline_switch!($ret, $body, tos, $begin, $end, [$($arg),*])
+        }
+    };
+}
+
+/// The inline switch of feature `inline-switch` (Intel syntax), Linux 5.12+'s
+/// `call_on_irqstack` with the adjustment Rust needs:
+///
+/// ```text
+/// mov [r11], rsp        save the interrupted rsp in the top slot (r11 = tos: caller-saved and
+///                       no argument register, the register objtool wants for a stack swizzle)
+/// mov rsp, r11          switch (kernel-abi: lea rsp, [r11 - 8], so that the body starts with
+///                       the 16-byte alignment Rust assumes; Linux's tos is 8 mod 16)
+/// B: call body          direct call; B carries the instrumentation-begin record
+/// E: pop rsp            back (kernel-abi: mov rsp, [rsp + 8]); E carries the end record
+/// ```
+///
+/// No DWARF CFI: the caller's own frame (rbp-based, kernel builds force frame pointers) stays
+/// valid across the swizzle, and objtool generates ORC for it. Arguments go in the SysV
+/// registers (`AsmArg` widens each exactly as the ABI wants), every caller-saved register is
+/// clobbered (`clobber_abi("C")`), and the result comes back in `rax` (and `rdx`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_inline_switch {
+    // One arm per argument count: `asm!` takes a register name only as a literal token of its
+    // own invocation, so the SysV registers are written out here.
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            in("rsi") $crate::__private::AsmArg::to_reg($a1),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            in("rsi") $crate::__private::AsmArg::to_reg($a1),
+            in("rdx") $crate::__private::AsmArg::to_reg($a2),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            in("rsi") $crate::__private::AsmArg::to_reg($a1),
+            in("rdx") $crate::__private::AsmArg::to_reg($a2),
+            in("rcx") $crate::__private::AsmArg::to_reg($a3),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            in("rsi") $crate::__private::AsmArg::to_reg($a1),
+            in("rdx") $crate::__private::AsmArg::to_reg($a2),
+            in("rcx") $crate::__private::AsmArg::to_reg($a3),
+            in("r8") $crate::__private::AsmArg::to_reg($a4),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident], $($out:tt)*) => {
+        ::core::arch::asm!(
+            "mov qword ptr [r11], rsp",
+            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
+            ::core::concat!($b, ":"),
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}",
+            ::core::concat!($e, ":"),
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_inline_switch!(@back $back),
+            body = sym $body,
+            in("r11") $tos,
+            in("rdi") $crate::__private::AsmArg::to_reg($a0),
+            in("rsi") $crate::__private::AsmArg::to_reg($a1),
+            in("rdx") $crate::__private::AsmArg::to_reg($a2),
+            in("rcx") $crate::__private::AsmArg::to_reg($a3),
+            in("r8") $crate::__private::AsmArg::to_reg($a4),
+            in("r9") $crate::__private::AsmArg::to_reg($a5),
+            $($out)*
+            clobber_abi("C"),
+        )
+    };
+    (@to_irq_stack) => { $crate::__irqstack_rt_switch_rsp!("r11") };
+    (@back back) => { $crate::__irqstack_rt_switch_back!() };
+    (none, $body:ident, $tos:ident, $b:literal, $e:literal, $regs:tt) => {{
+        // SAFETY: see the trampoline: the caller claimed the IRQ stack whose top slot is `tos`;
+        // the asm saves rsp there, runs `body` on the IRQ stack with the arguments in their ABI
+        // registers, and restores rsp before anything else runs on this stack.
+        unsafe { $crate::__irqstack_rt_inline_switch!(@asm $body, $tos, $b, $e, back, $regs,) }
+    }};
+    ($class:ident, $body:ident, $tos:ident, $b:literal, $e:literal, $regs:tt) => {{
+        let rax: u64;
+        let rdx: u64;
+        // SAFETY: as above.
+        unsafe {
+            $crate::__irqstack_rt_inline_switch!(
+                @asm $body, $tos, $b, $e, back, $regs, lateout("rax") rax, lateout("rdx") rdx,
+            )
+        };
+        // SAFETY: the body returned its value in rax (and rdx for two words), as SysV returns
+        // an integer, `bool`, `char` or pointer (`ret_class`): the value's bytes are the low
+        // bytes of the pair, little-endian.
+        unsafe { $crate::__private::from_regs(rax, rdx) }
+    }};
 }
