@@ -208,5 +208,6 @@ pub mod __private {
         __irqstack_rt_in_place_marker as in_place_marker, __irqstack_rt_instr_insn as instr_insn,
         __irqstack_rt_instr_record as instr_record, __irqstack_rt_ret as ret,
         __irqstack_rt_section as section, __irqstack_rt_trampoline as trampoline,
+        __irqstack_rt_trampoline_fn as trampoline_fn,
     };
 }

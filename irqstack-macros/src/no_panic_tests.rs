@@ -2,7 +2,7 @@
 //! would call them:
 //!
 //! - valid handlers (random signatures, attributes and `crate = ...` arguments) expand to one
-//!   function with a naked trampoline and no error;
+//!   function with a trampoline and no error;
 //! - valid handlers with a random set of mistakes injected, each on a line of its own, give
 //!   exactly one error per mistake, each at the line of its mistake, all in one expansion, and
 //!   the function is still emitted (so its callers do not cascade into more errors);
@@ -533,14 +533,14 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Valid handlers expand to one function, with a naked trampoline, keeping name and
+    /// Valid handlers expand to one function, with a trampoline (the runtime's `trampoline_fn!`), keeping name and
     /// visibility, and no error.
     #[test]
     fn valid_handlers_expand((src, args) in valid_handler()) {
         let item = ts(&src);
         let out = crate::on_irqstack::expand(ts(&args), item.clone());
         prop_assert!(errors(&out).is_empty(), "unexpected error for {src}: {:?}", errors(&out));
-        prop_assert!(has_ident(&out, "naked_asm"), "no trampoline for {src}");
+        prop_assert!(has_ident(&out, "trampoline_fn"), "no trampoline for {src}");
         let f = the_fn(&out);
         let orig: syn::ItemFn = syn::parse2(item).unwrap();
         let (vis, orig_vis) = (&f.vis, &orig.vis);
@@ -570,7 +570,7 @@ proptest! {
         }
         let f = the_fn(&out);
         prop_assert_eq!(f.sig.ident.to_string(), "handler");
-        prop_assert_eq!(has_ident(&out, "naked_asm"), expected.is_empty());
+        prop_assert_eq!(has_ident(&out, "trampoline_fn"), expected.is_empty());
         // Re-emitted as rustc accepts it: no `const async`, no `...` once reported.
         prop_assert!(f.sig.constness.is_none() || f.sig.asyncness.is_none());
         prop_assert!(f.sig.variadic.is_none() || expected.is_empty());
@@ -661,7 +661,7 @@ proptest! {
     fn on_irqstack_never_panics(args in chaos_args(), item in chaos_item()) {
         let out = crate::on_irqstack::expand(args, item);
         if errors(&out).is_empty() {
-            prop_assert!(has_ident(&out, "naked_asm"), "{}", out);
+            prop_assert!(has_ident(&out, "trampoline_fn"), "{}", out);
             the_fn(&out);
         }
     }

@@ -56,6 +56,8 @@ fn fallback(arg_err: Option<Error>, err: Error, item: TokenStream) -> TokenStrea
 /// What is known about a handler's signature.
 struct Sig<'a> {
     krate: &'a syn::Path,
+    /// The handler's name.
+    ident: &'a syn::Ident,
     /// Argument types, in order.
     tys: Vec<&'a Type>,
     /// Names of the wrapper's arguments (`__irqstack_arg0`, ...).
@@ -109,6 +111,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     }
     let info = Sig {
         krate,
+        ident: &sig.ident,
         tys,
         names,
         output: &sig.output,
@@ -130,39 +133,30 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     };
 
     let classes: Vec<Arg> = info.tys.iter().map(|t| classify::arg(t)).collect();
-    let gprs = classes
-        .iter()
-        .filter(|c| matches!(c, Arg::Gpr | Arg::MaybeThin))
-        .count();
-    let sses = classes.iter().filter(|c| **c == Arg::Sse).count();
-    let register_form_possible = !classes.contains(&Arg::Other)
-        && gprs <= classify::GPRS.len()
-        && sses <= classify::SSE_REGS
-        && classify::ret_in_registers(&sig.output);
-    let maybe_thin: Vec<&Type> = info
-        .tys
-        .iter()
-        .zip(&classes)
-        .filter(|(_, c)| **c == Arg::MaybeThin)
-        .map(|(t, _)| *t)
-        .collect();
-
-    let switched = if !register_form_possible {
-        block_form(&info)
-    } else if maybe_thin.is_empty() {
-        register_form(&info, gprs)
-    } else {
-        // Pointers to named types: thin unless the type is unsized. Decide at compile time; the
-        // condition is a constant, so only one branch survives optimization.
-        let reg = register_form(&info, gprs);
-        let blk = block_form(&info);
+    let switched = if classes.contains(&Arg::Sse) {
+        // Where a float travels depends on the target's ABI, which the proc macro cannot see:
+        // SSE registers on hard-float targets, general registers on soft-float ones
+        // (`x86_64-unknown-none`, the kernel's target), and the register that carries `tos`
+        // moves with it. The generated code picks the form with `cfg`s:
+        // - no SSE2: the ABI is soft-float for certain (hard-float needs SSE2);
+        // - SSE2 on a hosted target: hard-float;
+        // - SSE2 on `target_os = "none"`/`"uefi"`: either (a soft-float target may enable SSE2
+        //   and still pass floats in general registers), so the block form, which passes only
+        //   pointers and is right under both.
+        let soft = switched_for(&info, &classes, FloatRegs::General);
+        let hard = switched_for(&info, &classes, FloatRegs::Sse);
+        let block = block_form(&info);
         quote! {
-            if true #(&& ::core::mem::size_of::<#maybe_thin>() == ::core::mem::size_of::<usize>())* {
-                #reg
-            } else {
-                #blk
-            }
+            #[cfg(not(target_feature = "sse2"))]
+            let __irqstack_ret = { #soft };
+            #[cfg(all(target_feature = "sse2", not(any(target_os = "none", target_os = "uefi"))))]
+            let __irqstack_ret = { #hard };
+            #[cfg(all(target_feature = "sse2", any(target_os = "none", target_os = "uefi")))]
+            let __irqstack_ret = { #block };
+            __irqstack_ret
         }
+    } else {
+        switched_for(&info, &classes, FloatRegs::Sse)
     };
 
     let in_place = {
@@ -230,42 +224,131 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     }
 }
 
-/// The `sym` operand, section and template of one trampoline.
+/// Where the target's ABI passes `f32`/`f64` arguments.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloatRegs {
+    /// SSE registers, `xmm0`..`xmm7` (hard-float).
+    Sse,
+    /// General-purpose registers, like integers (soft-float: `x86_64-unknown-none`).
+    General,
+}
+
+/// The switched call for one ABI: the register form where every argument's register is known,
+/// the block form otherwise, both (picked by `size_of`) for pointers that may be fat.
+fn switched_for(info: &Sig<'_>, classes: &[Arg], floats: FloatRegs) -> TokenStream {
+    let in_gpr = |c: &Arg| match c {
+        Arg::Gpr | Arg::MaybeThin => true,
+        Arg::Sse => floats == FloatRegs::General,
+        Arg::Other => false,
+    };
+    let gprs = classes.iter().filter(|c| in_gpr(c)).count();
+    let sses = classes
+        .iter()
+        .filter(|c| **c == Arg::Sse && floats == FloatRegs::Sse)
+        .count();
+    let register_form_possible = !classes.contains(&Arg::Other)
+        && gprs <= classify::GPRS.len()
+        && sses <= classify::SSE_REGS
+        && classify::ret_in_registers(info.output);
+    let maybe_thin: Vec<&Type> = info
+        .tys
+        .iter()
+        .zip(classes)
+        .filter(|(_, c)| **c == Arg::MaybeThin)
+        .map(|(t, _)| *t)
+        .collect();
+
+    if !register_form_possible {
+        block_form(info)
+    } else if maybe_thin.is_empty() {
+        register_form(info, gprs)
+    } else {
+        // Pointers to named types: thin unless the type is unsized. Decide at compile time; the
+        // condition is a constant, so only one branch survives optimization.
+        let reg = register_form(info, gprs);
+        let blk = block_form(info);
+        quote! {
+            if true #(&& ::core::mem::size_of::<#maybe_thin>() == ::core::mem::size_of::<usize>())* {
+                #reg
+            } else {
+                #blk
+            }
+        }
+    }
+}
+
+/// A link-time name for a trampoline that the runtime may define in `global_asm!` (builds with
+/// feature `call-padding`, where it needs the padding before its symbol that a naked function
+/// cannot have). It must be unique in the final link: the crate's name and version (cargo sets
+/// them in the compiler's environment, where the proc macro reads them), the handler's name and
+/// this expansion's number in the compilation (as `__COUNTER__`). Only `[A-Za-z0-9_]`.
+fn symbol_name(kind: &str, handler: &syn::Ident) -> String {
+    let clean = |s: String| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| "nocargo".into());
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    clean(format!(
+        "__irqstack_trampoline_{kind}_{krate}_{version}_{handler}_{}",
+        label::fresh()
+    ))
+}
+
+/// One trampoline and the shim it calls: a call of the runtime's `trampoline_fn!` piece, which
+/// defines the trampoline as a naked function or, with `call-padding`, in `global_asm!` with 16
+/// bytes of padding before it (the shim then gets a link-time name the assembly can call).
+#[allow(clippy::too_many_arguments)]
 fn trampoline(
     name: &syn::Ident,
-    krate: &syn::Path,
+    info: &Sig<'_>,
     tos: &str,
-    shim: &syn::Ident,
+    (shim, shim_def): (&syn::Ident, TokenStream),
     params: &[TokenStream],
     output: TokenStream,
-    generics: &syn::Generics,
+    kind: &str,
 ) -> TokenStream {
+    let krate = info.krate;
+    let generics = info.generics;
     let begin = label::fresh();
     let end = label::fresh();
+    let symbol = symbol_name(kind, info.ident);
+    let shim_symbol = format!("{symbol}_shim");
     let tos_arg = if tos == "stack" {
-        quote!(tos = stack)
+        quote!(stack)
     } else {
-        quote!(tos = #tos)
+        quote!(#tos)
+    };
+    let params_g = &generics.params;
+    let generics_tokens = if params_g.is_empty() {
+        quote!()
+    } else {
+        quote!(<#params_g>)
     };
     let where_clause = &generics.where_clause;
     quote_spanned! {Span::call_site()=>
         // The IRQ-stack switch; see `__irqstack_rt_trampoline` in irqstack-rt for every
         // instruction's reason and the CFI that lets unwinders cross it.
-        #[unsafe(naked)]
-        #[unsafe(link_section = #krate::__private::section!())]
-        #[allow(clippy::too_many_arguments)]
-        unsafe extern "sysv64-unwind" fn #name #generics (#(_: #params,)* _: *mut u8) #output #where_clause {
-            ::core::arch::naked_asm!(
-                #krate::__private::trampoline!(#tos_arg, begin = #begin, end = #end),
-                body = sym #shim,
-            )
+        #krate::__private::trampoline_fn! {
+            name = #name,
+            generics = [#generics_tokens],
+            params = [#(#params),*],
+            output = [#output],
+            where = [#where_clause],
+            tos = #tos_arg,
+            begin = #begin,
+            end = #end,
+            body = #shim,
+            shim = [#shim_def],
+            symbol = #symbol,
+            shim_symbol = #shim_symbol,
         }
     }
 }
 
 /// Arguments stay in their registers; `tos` is one more argument after them.
 fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
-    let krate = info.krate;
     let tys = &info.tys;
     let names = &info.names;
     let output = info.output;
@@ -276,20 +359,22 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
     let tramp_name = format_ident!("__irqstack_trampoline_reg");
     let call = info.call_body(names);
     let params: Vec<TokenStream> = tys.iter().map(|t| quote!(#t)).collect();
-    let tramp = trampoline(
-        &tramp_name,
-        krate,
-        tos,
-        &shim,
-        &params,
-        quote!(#output),
-        generics,
-    );
-    quote! {
+    let shim_def = quote! {
         #[allow(clippy::too_many_arguments)]
         extern "sysv64-unwind" fn #shim #generics (#(#names: #tys),*) #output #where_clause {
             #call
         }
+    };
+    let tramp = trampoline(
+        &tramp_name,
+        info,
+        tos,
+        (&shim, shim_def),
+        &params,
+        quote!(#output),
+        "reg",
+    );
+    quote! {
         #tramp
         // SAFETY: `__irqstack_switch` holds this thread's (CPU's) IRQ stack, claimed for this call
         // alone, and `tos()` is its 16-byte aligned (8 with `kernel-abi`) top slot. The
@@ -304,7 +389,6 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
 
 /// Arguments are moved into a tuple and passed by pointer; works for any signature.
 fn block_form(info: &Sig<'_>) -> TokenStream {
-    let krate = info.krate;
     let tys = &info.tys;
     let names = &info.names;
     let generics = info.generics;
@@ -331,20 +415,22 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
     let tos = if direct { "rsi" } else { "rdx" };
     if direct {
         let output = info.output;
-        let tramp = trampoline(
-            &tramp_name,
-            krate,
-            tos,
-            &shim,
-            &[quote!(*mut #tuple_ty)],
-            quote!(#output),
-            generics,
-        );
-        quote! {
+        let shim_def = quote! {
             extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty) #output #where_clause {
                 #unpack
                 #call
             }
+        };
+        let tramp = trampoline(
+            &tramp_name,
+            info,
+            tos,
+            (&shim, shim_def),
+            &[quote!(*mut #tuple_ty)],
+            quote!(#output),
+            "block",
+        );
+        quote! {
             #tramp
             let mut __irqstack_args = ::core::mem::ManuallyDrop::new((#(#names,)*));
             // SAFETY: as for the register form; the argument tuple lives in this frame, on the
@@ -356,22 +442,24 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             __irqstack_ret
         }
     } else {
-        let tramp = trampoline(
-            &tramp_name,
-            krate,
-            tos,
-            &shim,
-            &[quote!(*mut #tuple_ty), quote!(*mut #ret_ty)],
-            quote!(),
-            generics,
-        );
-        quote! {
+        let shim_def = quote! {
             extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty, __irqstack_out: *mut #ret_ty) #where_clause {
                 #unpack
                 let __irqstack_ret = #call;
                 // SAFETY: the wrapper passes a valid, aligned, uninitialized slot for the result.
                 unsafe { __irqstack_out.write(__irqstack_ret) };
             }
+        };
+        let tramp = trampoline(
+            &tramp_name,
+            info,
+            tos,
+            (&shim, shim_def),
+            &[quote!(*mut #tuple_ty), quote!(*mut #ret_ty)],
+            quote!(),
+            "block",
+        );
+        quote! {
             #tramp
             let mut __irqstack_args = ::core::mem::ManuallyDrop::new((#(#names,)*));
             let mut __irqstack_out = ::core::mem::MaybeUninit::<#ret_ty>::uninit();

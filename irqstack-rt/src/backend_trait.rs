@@ -14,17 +14,19 @@ use core::ptr::NonNull;
 /// The implementation promises, for the CPU it runs on:
 ///
 /// - **One stack per CPU, one user at a time.** [`claim`](Backend::claim) returns `Some(tos)` only
-///   if this CPU's IRQ stack is free, and marks it in use before returning; until the matching
+///   if this CPU has an IRQ stack and it is free, and marks it in use before returning (and only
+///   then: a `None` leaves the state as it was, since no release follows it); until the matching
 ///   [`release`](Backend::release), every further `claim` on this CPU returns `None` (the
 ///   handler then runs in place). Claim and release happen on the same CPU: call them with
 ///   interrupts (and preemption) disabled, as the kernel's entry code does. In debug builds the
 ///   generated code calls [`assert_irqs_disabled`](Backend::assert_irqs_disabled) first.
 /// - **The top slot.** `tos` is the address of the 8-byte slot at the top of the IRQ stack where
 ///   the trampoline stores the interrupted stack pointer; the trampoline then sets `rsp = tos`
-///   and calls the body, so the stack grows down from `tos`. `tos` must be 8-byte aligned, and
-///   16-byte aligned unless the whole build uses 8-byte stack alignment (the kernel's
-///   `-mstack-alignment=8`; feature `kernel-abi`). The kernel stores `IRQ_STACK_SIZE - 8` above
-///   the stack base (`hardirq_stack_ptr`), already adjusted, so the hot path needs no arithmetic.
+///   and calls the body, so the stack grows down from `tos`. `tos` must be 16-byte aligned, or,
+///   with feature `kernel-abi`, 8 more than a multiple of 16: the kernel stores
+///   `IRQ_STACK_SIZE - 8` above the page-aligned stack base (`hardirq_stack_ptr`), already
+///   adjusted, so the hot path needs no arithmetic. Either way the trampoline enters the body
+///   with the 16-byte alignment that Rust code assumes.
 /// - **The memory.** The stack below `tos` is mapped, writable, reserved for this CPU's IRQ
 ///   stack, and large enough for the deepest handler nesting (overflow should hit a guard page).
 /// - **No instrumentation.** The functions run in `noinstr` context (they are placed in
@@ -55,11 +57,13 @@ use core::ptr::NonNull;
 /// // tos = top - 16 is 16-byte aligned; nothing here is instrumented.
 /// unsafe impl irqstack::Backend for MyBackend {
 ///     fn claim() -> Option<NonNull<u8>> {
-///         let cpu = this_cpu();
-///         if IN_USE[cpu].swap(true, Ordering::Relaxed) {
+///         // The stack first: a CPU without one must not be marked in use, or nothing
+///         // would ever clear the mark.
+///         let tos = NonNull::new(Self::top_slot()? as *mut u8)?;
+///         if IN_USE[this_cpu()].swap(true, Ordering::Relaxed) {
 ///             return None;
 ///         }
-///         NonNull::new(Self::top_slot()? as *mut u8)
+///         Some(tos)
 ///     }
 ///     unsafe fn release(_tos: NonNull<u8>) {
 ///         IN_USE[this_cpu()].store(false, Ordering::Relaxed);
@@ -105,7 +109,8 @@ pub unsafe trait Backend {
 /// Names the [`Backend`] of a `no_std` build. Use it exactly once, in the final binary (or
 /// kernel module glue).
 ///
-/// It defines the link-time hooks the library calls, in `.noinstr.text`. A build that uses
+/// It defines the link-time hooks the library calls, all in `.noinstr.text` (claim, release, and
+/// the queries behind `irqstack_active()`, `irq_stack_bounds()` and `interrupted_sp()`). A build that uses
 /// `#[on_irqstack]` without `std` and without `set_backend!` fails to link with undefined symbols
 /// named `_irqstack_no_backend__call_irqstack_set_backend_*`; using it twice defines them twice.
 ///
@@ -144,7 +149,10 @@ macro_rules! set_backend {
                 unsafe { <$backend as $crate::Backend>::release(tos) }
             }
 
+            // `irqstack_active()`, `irq_stack_bounds()` and `interrupted_sp()` are called from
+            // `noinstr` code as much as the switch: every hook lives in `.noinstr.text`.
             #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
             fn _irqstack_no_backend__call_irqstack_set_backend_bounds()
             -> ::core::option::Option<::core::ops::Range<usize>> {
@@ -152,19 +160,29 @@ macro_rules! set_backend {
             }
 
             #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
             fn _irqstack_no_backend__call_irqstack_set_backend_top_slot()
             -> ::core::option::Option<usize> {
                 <$backend as $crate::Backend>::top_slot()
             }
         };
+
+        $crate::__irqstack_rt_backend_extras!();
     };
 }
 
 /// Bytes between a stack's top slot (`tos`, where the switch saves the interrupted stack
 /// pointer) and the top of the stack: 8 with feature `kernel-abi` (the kernel's
-/// `hardirq_stack_ptr = va + IRQ_STACK_SIZE - 8`), 16 otherwise (the slot must be 16-byte aligned
-/// for SysV code, so 8 bytes of padding sit above it).
+/// `hardirq_stack_ptr = va + IRQ_STACK_SIZE - 8`; the trampoline then starts the body 8 bytes
+/// lower, so that it still gets the 16-byte alignment Rust assumes), 16 otherwise (the slot must
+/// be 16-byte aligned for SysV code, so 8 bytes of padding sit above it).
+///
+/// ```
+/// let top = 0x7000_0000usize; // the (page-aligned) end of an IRQ stack
+/// let tos = top - irqstack::TOP_SLOT_OFFSET;
+/// assert_eq!(tos % 16, 0); // user space; 8 with `kernel-abi`
+/// ```
 pub const TOP_SLOT_OFFSET: usize = if cfg!(feature = "kernel-abi") { 8 } else { 16 };
 
 /// Type check for `gs_percpu_backend!`: the two per-CPU variables must be a `usize` and a `bool`.
@@ -175,7 +193,8 @@ pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const boo
 /// Linux 5.12+ does, addressed `%gs`-relative:
 ///
 /// - `$stack_ptr: usize`, the `hardirq_stack_ptr`: this CPU's top slot, already adjusted
-///   (`stack base + size - 8` with `kernel-abi`; `- 16` for SysV alignment);
+///   (`stack base + size - 8` with `kernel-abi`; `- 16` for SysV alignment), or 0 while the
+///   CPU has no IRQ stack (handlers then run in place);
 /// - `$in_use: bool`, the `hardirq_stack_inuse`.
 ///
 /// `size = bytes` gives the stack size for [`irq_stack_bounds`](crate::irq_stack_bounds) (default
@@ -240,6 +259,9 @@ macro_rules! gs_percpu_backend {
             unsafe impl $crate::Backend for GsPercpu {
                 #[inline(always)]
                 fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
+                    // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
+                    // in place and must not be marked in use: no release would follow.
+                    let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
                     let in_use: u32;
                     // SAFETY: as in `stack_ptr`: one byte of this CPU's copy.
                     unsafe {
@@ -262,7 +284,7 @@ macro_rules! gs_percpu_backend {
                             options(nostack, preserves_flags),
                         )
                     };
-                    ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)
+                    ::core::option::Option::Some(tos)
                 }
 
                 #[inline(always)]

@@ -21,6 +21,13 @@ compile_error!(
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(all(feature = "std", feature = "call-padding"))]
+compile_error!(
+    "irqstack: feature `call-padding` (the kernel's CONFIG_CALL_PADDING) is for no_std kernel \
+     builds, whose `set_backend!` defines the padded closure trampoline. Turn off `std` \
+     (default-features = false) or `call-padding`."
+);
+
 #[cfg(all(feature = "std", feature = "kernel-abi"))]
 compile_error!(
     "irqstack: feature `kernel-abi` (8-byte stack alignment, top of stack minus 8) is for no_std \
@@ -180,8 +187,20 @@ pub fn run_on_irqstack<F: FnOnce() -> R, R>(f: F) -> R {
             // untouched while the body runs. The shim moves `f` out exactly once (`ManuallyDrop`
             // keeps us from dropping it again) and initializes `out` unless it unwinds, in which
             // case the unwind passes through here and `out` is never read.
+            #[cfg(not(feature = "call-padding"))]
             unsafe {
                 closure_trampoline::<F, R>(&mut *f, out.as_mut_ptr(), switch.tos());
+            }
+            // SAFETY: as above; `closure_shim::<F, R>` has the erased signature's ABI and takes
+            // exactly these two pointers.
+            #[cfg(feature = "call-padding")]
+            unsafe {
+                padded::closure_trampoline(
+                    (&raw mut *f).cast(),
+                    out.as_mut_ptr().cast(),
+                    closure_shim_erased::<F, R>,
+                    switch.tos(),
+                );
             }
             drop(switch);
             // SAFETY: the trampoline returned normally, so the shim wrote the result.
@@ -215,8 +234,66 @@ extern "sysv64-unwind" fn closure_shim<F: FnOnce() -> R, R>(f: *mut F, out: *mut
     unsafe { out.write(f.read()()) }
 }
 
+/// [`closure_shim`] with its pointers erased, for the padded trampoline's indirect call. Its
+/// ABI is `padded::Shim`'s: no unwinding with `panic = "abort"`, so that no caller keeps a
+/// landing pad that no path reaches.
+#[cfg(all(feature = "call-padding", panic = "abort"))]
+extern "sysv64" fn closure_shim_erased<F: FnOnce() -> R, R>(f: *mut u8, out: *mut u8) {
+    closure_shim::<F, R>(f.cast(), out.cast())
+}
+
+/// See above.
+#[cfg(all(feature = "call-padding", not(panic = "abort")))]
+extern "sysv64-unwind" fn closure_shim_erased<F: FnOnce() -> R, R>(f: *mut u8, out: *mut u8) {
+    closure_shim::<F, R>(f.cast(), out.cast())
+}
+
+/// The closure form with `call-padding`. A generic naked function cannot get the 16 bytes of
+/// padding in front of it (see `__irqstack_rt_trampoline_fn`), and `global_asm!` cannot be
+/// generic, so there is one trampoline for every closure type: it calls a function that calls
+/// the type's shim through a function pointer. Both are defined by `set_backend!` (see
+/// `__irqstack_rt_backend_extras`), so that they are compiled into the kernel's own object with
+/// its flags: the indirect call becomes the compiler's retpoline thunk call and the shim gets
+/// its `endbr64`, so objtool accepts it. It costs one indirect call per softirq run, against the
+/// direct call of the other builds.
+#[cfg(feature = "call-padding")]
+mod padded {
+    /// The erased shim: `(closure, result slot)`.
+    #[cfg(panic = "abort")]
+    pub type Shim = extern "sysv64" fn(*mut u8, *mut u8);
+    /// The erased shim: `(closure, result slot)`.
+    #[cfg(not(panic = "abort"))]
+    pub type Shim = extern "sysv64-unwind" fn(*mut u8, *mut u8);
+
+    // Cannot unwind with `panic = "abort"`: see `__irqstack_rt_trampoline_fn`.
+    #[cfg(panic = "abort")]
+    unsafe extern "sysv64" {
+        /// `tos` arrives in `rcx`, the fourth argument register; `rdi`, `rsi`, `rdx` pass through
+        /// to the call function unchanged.
+        #[link_name = "__irqstack_rt_closure_trampoline_0_1"]
+        pub fn closure_trampoline(f: *mut u8, out: *mut u8, shim: Shim, tos: *mut u8);
+    }
+    #[cfg(not(panic = "abort"))]
+    unsafe extern "sysv64-unwind" {
+        /// As above.
+        #[link_name = "__irqstack_rt_closure_trampoline_0_1"]
+        pub fn closure_trampoline(f: *mut u8, out: *mut u8, shim: Shim, tos: *mut u8);
+    }
+
+    // The names carry the semver-compatible version, so that two incompatible copies of this
+    // crate in one kernel do not collide; renamed with the version.
+    const _: () = {
+        let v = env!("CARGO_PKG_VERSION").as_bytes();
+        assert!(
+            v.len() > 4 && v[0] == b'0' && v[1] == b'.' && v[2] == b'1' && v[3] == b'.',
+            "a new minor version: rename __irqstack_rt_closure_trampoline_0_1 and _call_0_1"
+        );
+    };
+}
+
 /// The trampoline of [`run_on_irqstack`]: `tos` arrives in `rdx`, the third argument register;
 /// `rdi` and `rsi` pass through to the shim unchanged. See `__irqstack_rt_trampoline`.
+#[cfg(not(feature = "call-padding"))]
 #[unsafe(naked)]
 #[unsafe(link_section = ".noinstr.text")]
 unsafe extern "sysv64-unwind" fn closure_trampoline<F: FnOnce() -> R, R>(

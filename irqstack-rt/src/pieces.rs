@@ -171,6 +171,71 @@ macro_rules! __irqstack_rt_section {
     };
 }
 
+/// Where the unwind information of hand-written functions goes.
+///
+/// User space (no `kernel-abi`): nothing to say, so `.eh_frame`, which the unwinder of
+/// panics and backtraces reads.
+#[cfg(not(feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ""
+    };
+}
+
+/// Where the unwind information of hand-written functions goes.
+///
+/// Kernel builds (`kernel-abi`): `.debug_frame`. Linux builds with unwind tables off
+/// (`-C force-unwind-tables=no`; objtool generates ORC from the instructions instead), and a
+/// `.cfi_startproc` with nothing said would create an `.eh_frame` whose relocation to the
+/// trampoline objtool `--ibt` reports as a "data relocation to !ENDBR" (a taken address without
+/// `endbr64`). `.debug_frame` is what the compiler itself emits in such a build when debug info
+/// is on: debuggers still read it, objtool ignores it, the linker keeps it out of the image. The
+/// directive applies to the whole object, which is exactly the build's own setting.
+#[cfg(feature = "kernel-abi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ".cfi_sections .debug_frame\n"
+    };
+}
+
+/// The instruction that switches `rsp` to the IRQ stack whose top slot is in register `$reg`
+/// (after `mov [$reg], rsp` saved the interrupted one there).
+///
+/// User space: the top slot is 16-byte aligned, so `mov rsp, $reg` leaves `rsp % 16 == 0` before
+/// the `call`, and the body starts with `rsp % 16 == 8`, as SysV and rustc expect.
+#[cfg(not(feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_rsp {
+    ($reg:literal) => {
+        ::core::concat!("mov rsp, ", $reg, "\n")
+    };
+}
+
+/// The instruction that switches `rsp` to the IRQ stack whose top slot is in register `$reg`
+/// (after `mov [$reg], rsp` saved the interrupted one there).
+///
+/// `kernel-abi`: the top slot is Linux's `hardirq_stack_ptr`, `top - 8` with `top` 16-byte
+/// aligned, so `$reg % 16 == 8`. Linux's C runs with 8-byte stack alignment and would simply
+/// `mov rsp, $reg`; but rustc assumes 16 on every x86-64 target (it folds `addr % 16` of an
+/// aligned local to 0, and may use aligned stack accesses), so the body must start with
+/// `rsp % 16 == 8` like any Rust function. `lea rsp, [$reg - 8]` gives exactly that in the same
+/// one instruction: the word below the slot becomes padding, the slot stays where Linux's
+/// unwinder reads it (`*(hardirq_stack_ptr)`), and `leave` still restores `rsp` from `rbp`.
+/// (`and rsp, -16` after the `mov` would cost a second instruction.)
+#[cfg(feature = "kernel-abi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_rsp {
+    ($reg:literal) => {
+        ::core::concat!("lea rsp, [", $reg, " - 8]\n")
+    };
+}
+
 /// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`).
 ///
 /// The trampoline has the signature of the body it calls plus one more, last, pointer argument:
@@ -190,7 +255,8 @@ macro_rules! __irqstack_rt_section {
 /// mov  [tos], rsp       save the interrupted stack pointer in the top slot of the IRQ stack:
 ///                       the link that unwinders and `interrupted_sp()` follow
 /// mov  rsp, tos         switch; tos is 16-byte aligned in user space, so the body starts with
-///                       rsp % 16 == 8 as SysV demands (the kernel ABI uses 8-byte alignment)
+///                       rsp % 16 == 8 as SysV demands (`kernel-abi`: `lea rsp, [tos - 8]`,
+///                       since Linux's tos is 8 mod 16; see `__irqstack_rt_switch_rsp`)
 /// B: call body          direct call, no indirect branch (no retpoline needed); label B carries
 ///                       the instrumentation-begin record
 /// E: leave              label E (the instruction after the call) carries the end record.
@@ -217,14 +283,14 @@ macro_rules! __irqstack_rt_trampoline {
     };
     (@body $fetch:literal, $reg:literal, $b:literal, $e:literal) => {
         ::core::concat!(
+            $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\npush rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
             "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
             $fetch,
             "mov qword ptr [",
             $reg,
-            "], rsp\nmov rsp, ",
-            $reg,
-            "\n",
+            "], rsp\n",
+            $crate::__irqstack_rt_switch_rsp!($reg),
             $b,
             ":\n",
             $crate::__irqstack_rt_instr_record!(begin, $b),
@@ -236,5 +302,198 @@ macro_rules! __irqstack_rt_trampoline {
             $crate::__irqstack_rt_ret!(),
             ".cfi_endproc\n",
         )
+    };
+}
+
+/// Defines one trampoline of a handler: `unsafe extern "sysv64-unwind" fn $name(params..., tos)`
+/// whose code is [`__irqstack_rt_trampoline!`], calling `$body`.
+///
+/// Without `call-padding`: a naked function in `.noinstr.text` (rustc names it; `$symbol` is
+/// not used).
+#[cfg(not(feature = "call-padding"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (
+        name = $name:ident,
+        generics = [$($generics:tt)*],
+        params = [$($param:ty),*],
+        output = [$($output:tt)*],
+        where = [$($where:tt)*],
+        tos = $tos:tt,
+        begin = $begin:literal,
+        end = $end:literal,
+        body = $body:ident,
+        shim = [$($shim:tt)*],
+        symbol = $symbol:literal,
+        shim_symbol = $shim_symbol:literal $(,)?
+    ) => {
+        $($shim)*
+        #[unsafe(naked)]
+        #[unsafe(link_section = ".noinstr.text")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe extern "sysv64-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
+            ::core::arch::naked_asm!(
+                $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $begin, end = $end),
+                body = sym $body,
+            )
+        }
+    };
+}
+
+/// Defines one trampoline of a handler: `unsafe extern "sysv64-unwind" fn $name(params..., tos)`
+/// whose code is [`__irqstack_rt_trampoline!`], calling `$body`.
+///
+/// With `call-padding` (the kernel's `CONFIG_CALL_PADDING`, `-Zpatchable-function-entry=16,16`):
+/// rustc gives naked functions neither alignment nor the 16 bytes of NOPs in front that every
+/// compiled function gets, and that call depth tracking rewrites into its accounting thunk
+/// (objtool `--prefix=16` names them `__pfx_<function>`; the kernel warns "Invalid padding area"
+/// for a call to a function without them). So the trampoline is written out in `global_asm!`,
+/// exactly as Linux's `SYM_FUNC_START` lays out an assembly function: aligned to 16, 16 bytes
+/// of `0x90` NOPs, then the symbol. `$symbol` is its link-time name (unique per expansion, chosen
+/// by the proc macro; `.hidden`, so it stays inside the final module); Rust calls it through an
+/// `extern` declaration of the same signature.
+#[cfg(feature = "call-padding")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (
+        name = $name:ident,
+        generics = [$($generics:tt)*],
+        params = [$($param:ty),*],
+        output = [$($output:tt)*],
+        where = [$($where:tt)*],
+        tos = $tos:tt,
+        begin = $begin:literal,
+        end = $end:literal,
+        body = $body:ident,
+        shim = [$($shim:tt)*],
+        symbol = $symbol:literal,
+        shim_symbol = $shim_symbol:literal $(,)?
+    ) => {
+        // `global_asm!` must stand where items do, and a handler's trampoline is defined in a
+        // block of the handler's body: so it goes into a module of its own, which cannot name
+        // the body's local shim. The shim gets a link-time name instead, and the module calls
+        // it through an extern declaration of that name.
+        #[unsafe(export_name = $shim_symbol)]
+        $($shim)*
+        // With `panic = "abort"` (every kernel build), the declaration says the trampoline cannot
+        // unwind, as the compiler knows of a naked function of the crate itself; an `-unwind`
+        // declaration would make the caller keep an abort landing pad that no path reaches
+        // (objtool: "unreachable instruction").
+        #[cfg(panic = "abort")]
+        unsafe extern "sysv64" {
+            #[link_name = $symbol]
+            #[allow(clippy::too_many_arguments)]
+            fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)*;
+        }
+        #[cfg(not(panic = "abort"))]
+        unsafe extern "sysv64-unwind" {
+            #[link_name = $symbol]
+            #[allow(clippy::too_many_arguments)]
+            fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)*;
+        }
+        mod __irqstack_trampoline_asm {
+            unsafe extern "sysv64-unwind" {
+                #[link_name = $shim_symbol]
+                fn shim();
+            }
+            ::core::arch::global_asm!(
+                $crate::__irqstack_rt_padded_function!(
+                    $symbol,
+                    $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $begin, end = $end)
+                ),
+                body = sym shim,
+            );
+        }
+    };
+}
+
+/// A function written in `global_asm!` the way Linux's `SYM_FUNC_START`/`SYM_FUNC_END` lay it
+/// out with `CONFIG_CALL_PADDING`: in `.noinstr.text`, aligned to 16, preceded by 16 bytes of
+/// single-byte NOPs (what `-Zpatchable-function-entry=16,16` gives compiled functions), typed as
+/// a function and sized, so that objtool validates it and `--prefix=16` gives it a `__pfx_`
+/// symbol. `$symbol` is global but hidden: the extern declaration in another codegen unit can
+/// reach it, other modules cannot.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_padded_function {
+    ($symbol:literal, $code:expr) => {
+        ::core::concat!(
+            ".pushsection .noinstr.text, \"ax\", @progbits\n",
+            ".balign 16, 0x90\n.skip 16, 0x90\n",
+            ".globl ",
+            $symbol,
+            "\n.hidden ",
+            $symbol,
+            "\n.type ",
+            $symbol,
+            ", @function\n",
+            $symbol,
+            ":\n",
+            $code,
+            ".size ",
+            $symbol,
+            ", . - ",
+            $symbol,
+            "\n",
+            ".popsection\n",
+        )
+    };
+}
+
+/// What `set_backend!` defines besides the hooks. Without `call-padding`: nothing.
+#[cfg(not(feature = "call-padding"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_backend_extras {
+    () => {};
+}
+
+/// What `set_backend!` defines besides the hooks. With `call-padding`: the padded trampoline of
+/// `run_on_irqstack` and the function it calls, which calls the closure type's shim through a
+/// pointer (see `padded` in this crate's lib.rs). They are defined here, in the final binary, so
+/// that they are compiled with its flags (return thunks, retpolines, IBT) like the rest of it.
+#[cfg(feature = "call-padding")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_backend_extras {
+    () => {
+        #[doc(hidden)]
+        mod __irqstack_closure_trampoline {
+            /// Runs on the IRQ stack, called by the trampoline below inside its instrumentation
+            /// region: calls the closure type's shim. No unwinding with `panic = "abort"`, as
+            /// in irqstack-rt's `padded::Shim`.
+            #[cfg(panic = "abort")]
+            #[unsafe(export_name = "__irqstack_rt_closure_call_0_1")]
+            extern "sysv64" fn call(
+                f: *mut u8,
+                out: *mut u8,
+                shim: extern "sysv64" fn(*mut u8, *mut u8),
+            ) {
+                shim(f, out)
+            }
+
+            /// As above, for builds that unwind.
+            #[cfg(not(panic = "abort"))]
+            #[unsafe(export_name = "__irqstack_rt_closure_call_0_1")]
+            extern "sysv64-unwind" fn call(
+                f: *mut u8,
+                out: *mut u8,
+                shim: extern "sysv64-unwind" fn(*mut u8, *mut u8),
+            ) {
+                shim(f, out)
+            }
+
+            // `tos` arrives in rcx, the fourth argument register; rdi, rsi and rdx pass
+            // through to `call` unchanged.
+            ::core::arch::global_asm!(
+                $crate::__irqstack_rt_padded_function!(
+                    "__irqstack_rt_closure_trampoline_0_1",
+                    $crate::__irqstack_rt_trampoline!(tos = "rcx", begin = "4739994", end = "4739995")
+                ),
+                body = sym call,
+            );
+        }
     };
 }

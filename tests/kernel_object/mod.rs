@@ -1,14 +1,19 @@
 //! Shared by the objtool and marker-record tests: builds `examples/kernel_module` to a relocatable
-//! object with the kernel's code generation flags, finds Debian's objtool binaries, runs them.
+//! object, either with the light kernel flags for the host target or exactly as a hardened
+//! x86-64 Linux build compiles Rust (target `x86_64-unknown-none`, [`KERNEL_RUSTFLAGS`]); finds
+//! Debian's objtool binaries and runs them, with the kernel's own flag set ([`kernel_objtool_flags`])
+//! where asked.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// Builds of the fixture share one target directory; one at a time.
-static BUILD: Mutex<()> = Mutex::new(());
+/// Builds of the fixture share one target directory; one at a time. The objects built so far
+/// by this test binary, by variant.
+static BUILD: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,6 +25,102 @@ pub fn build(variant: &str, features: &[&str], extra: &[&str]) -> PathBuf {
     build_with(variant, features, &[], extra)
 }
 
+/// The Rust flags of a real x86-64 kernel build (`arch/x86/Makefile`, the top-level `Makefile`
+/// and `scripts/Makefile.build` of Linux, with every hardening option on: RETHUNK, SLS, IBT,
+/// CALL_PADDING, RETPOLINE), given on top of target `x86_64-unknown-none` (soft-float, as the
+/// kernel's generated target). The `-Z` flags reach the stable compiler through
+/// `RUSTC_BOOTSTRAP=1`, as in the kernel.
+pub const KERNEL_RUSTFLAGS: &[&str] = &[
+    "-C",
+    "relocation-model=static",
+    "-C",
+    "code-model=kernel",
+    "-C",
+    "no-redzone=yes",
+    "-C",
+    "force-frame-pointers=yes",
+    "-C",
+    "force-unwind-tables=no",
+    "-C",
+    "jump-tables=no",
+    "-C",
+    "panic=abort",
+    "-Zfunction-return=thunk-extern",
+    "-Zcf-protection=branch",
+    "-Zpatchable-function-entry=16,16",
+    "-C",
+    "target-feature=+retpoline-external-thunk,+retpoline-indirect-branches,\
+     +retpoline-indirect-calls,+harden-sls-ijmp,+harden-sls-ret",
+];
+
+/// The irqstack features that match [`KERNEL_RUSTFLAGS`].
+pub const KERNEL_FEATURES: &[&str] = &["kernel-abi", "rethunk", "sls", "call-padding"];
+
+/// The bare-metal target of the kernel builds.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+/// The objtool flags a kernel build passes for `vmlinux.o` (`scripts/Makefile.lib`,
+/// `scripts/Makefile.vmlinux_o`) with the options of [`KERNEL_RUSTFLAGS`]; objtool 6.12 also
+/// gets `--hacks=skylake` (call depth tracking) and `--prefix=16` (CALL_PADDING), which 6.1
+/// does not know.
+pub fn kernel_objtool_flags(version: &str) -> Vec<&'static str> {
+    let mut flags = vec![
+        "--hacks=jump_label",
+        "--hacks=noinstr",
+        "--ibt",
+        "--orc",
+        "--retpoline",
+        "--rethunk",
+        "--sls",
+        "--static-call",
+        "--uaccess",
+        "--link",
+        "--noinstr",
+    ];
+    if version != "6.1" {
+        flags.extend(["--hacks=skylake", "--prefix=16"]);
+    }
+    flags
+}
+
+/// Builds `examples/kernel_module` with `features` (plus [`KERNEL_FEATURES`]) for
+/// [`KERNEL_TARGET`] with [`KERNEL_RUSTFLAGS`] and `extra`, into an object named after `variant`.
+pub fn build_kernel(variant: &str, features: &[&str], extra: &[&str]) -> PathBuf {
+    let mut all: Vec<&str> = KERNEL_FEATURES.to_vec();
+    all.extend_from_slice(features);
+    let mut flags: Vec<&str> = KERNEL_RUSTFLAGS.to_vec();
+    flags.extend_from_slice(extra);
+    build_for(KERNEL_TARGET, variant, &all, &[], &flags, true)
+}
+
+/// Whether the standard library of `target` is installed (`rustup target add`). When it is
+/// not: says so loudly and returns false, or fails under `CI=true` /
+/// `IRQSTACK_REQUIRE_OBJTOOL=1`.
+pub fn required_target(target: &str) -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .join("lib")
+        .is_dir()
+    {
+        return true;
+    }
+    let required = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
+    eprintln!(
+        "\n*** target {target} NOT INSTALLED: the kernel-build checks did NOT run ***\n\
+         install it with `rustup target add {target}` (`.ci/run` does)\n"
+    );
+    assert!(!required, "target {target} is required (CI) but missing");
+    false
+}
+
 /// As [`build`], with extra arguments for `cargo rustc` itself (`cargo_extra`, e.g.
 /// `--crate-type staticlib`) as well as for rustc (`extra`).
 pub fn build_with(
@@ -28,17 +129,39 @@ pub fn build_with(
     cargo_extra: &[&str],
     extra: &[&str],
 ) -> PathBuf {
-    build_try(variant, features, cargo_extra, extra, true)
+    let mut flags: Vec<&str> = vec![
+        "-C",
+        "relocation-model=static",
+        "-C",
+        "code-model=kernel",
+        "-C",
+        "force-frame-pointers=yes",
+    ];
+    flags.extend_from_slice(extra);
+    build_for(
+        "x86_64-unknown-linux-gnu",
+        variant,
+        features,
+        cargo_extra,
+        &flags,
+        true,
+    )
 }
 
-fn build_try(
+fn build_for(
+    target: &str,
     variant: &str,
     features: &[&str],
     cargo_extra: &[&str],
-    extra: &[&str],
+    flags: &[&str],
     retry: bool,
 ) -> PathBuf {
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    // Tests of one binary run in parallel and may ask for the same variant: build it once, and
+    // never remove an object another test may be reading.
+    if let Some(path) = built.get(variant) {
+        return path.clone();
+    }
     let target_dir = repo().join("target").join("kernel-module");
     let out_dir = target_dir.join("objects");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -49,25 +172,16 @@ fn build_try(
     cmd.current_dir(repo().join("examples/kernel_module"))
         .args(["rustc", "--quiet", "--release", "--lib"])
         // An explicit target keeps these flags away from the proc macros built for the host.
-        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(["--target", target])
         .arg("--target-dir")
         .arg(&target_dir)
         .arg(format!("--features={}", features.join(",")))
         .args(cargo_extra)
         .arg("--")
         .arg(format!("--emit=obj={}", obj.display()))
-        .args([
-            "-C",
-            "relocation-model=static",
-            "-C",
-            "code-model=kernel",
-            "-C",
-            "force-frame-pointers=yes",
-            // A variant-specific flag also keeps cargo from reusing another variant's output.
-            "--cfg",
-            &format!("irqstack_variant=\"{variant}\""),
-        ])
-        .args(extra)
+        .args(flags)
+        // A variant-specific flag also keeps cargo from reusing another variant's output.
+        .args(["--cfg", &format!("irqstack_variant=\"{variant}\"")])
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
@@ -88,10 +202,11 @@ fn build_try(
         let lib = repo().join("examples/kernel_module/src/lib.rs");
         let f = std::fs::File::options().append(true).open(&lib).unwrap();
         f.set_modified(std::time::SystemTime::now()).unwrap();
-        drop(_guard);
-        return build_try(variant, features, cargo_extra, extra, false);
+        drop(built);
+        return build_for(target, variant, features, cargo_extra, flags, false);
     }
     assert!(obj.exists(), "cargo did not write {}", obj.display());
+    built.insert(variant.to_owned(), obj.clone());
     obj
 }
 
@@ -143,8 +258,26 @@ pub fn required_objtools() -> Option<Vec<(String, PathBuf)>> {
 /// Runs objtool with `args` on a copy of `obj` (objtool rewrites its input) and returns its
 /// warning lines.
 pub fn run_objtool(tool: &Path, obj: &Path, args: &[&str]) -> Vec<String> {
+    let (warnings, copy) = objtool_on_copy(tool, obj, args);
+    let _ = std::fs::remove_file(&copy);
+    warnings
+}
+
+/// Runs objtool with `args` on a copy of `obj`, asserts that it warned about nothing, and
+/// returns the path of the rewritten copy (with the sections objtool added: ORC, prefix
+/// symbols); the caller removes it.
+pub fn run_objtool_keep(tool: &Path, obj: &Path, args: &[&str]) -> PathBuf {
+    let (warnings, copy) = objtool_on_copy(tool, obj, args);
+    assert!(warnings.is_empty(), "objtool {args:?}: {warnings:#?}");
+    copy
+}
+
+fn objtool_on_copy(tool: &Path, obj: &Path, args: &[&str]) -> (Vec<String>, PathBuf) {
+    // A copy of its own per run: tests of one binary run objtool on the same object at once.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let copy = obj.with_extension(format!(
-        "{}.o",
+        "{run}.{}.o",
         tool.parent()
             .and_then(|p| p.parent())
             .and_then(|p| p.parent())
@@ -164,9 +297,10 @@ pub fn run_objtool(tool: &Path, obj: &Path, args: &[&str]) -> Vec<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_file(&copy);
-    text.lines()
+    let warnings = text
+        .lines()
         .filter(|l| l.contains("warning") || l.contains("error"))
         .map(str::to_owned)
-        .collect()
+        .collect();
+    (warnings, copy)
 }

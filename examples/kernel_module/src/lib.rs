@@ -3,20 +3,20 @@
 //! - a `noinstr` entry function (what the IDT entry stub calls) that may only call
 //!   instrumentable code between `instr_begin!()` and `instr_end!()`;
 //! - an `#[on_irqstack]` handler, called from the entry: its body runs on this CPU's IRQ stack;
-//! - the per-CPU data behind `set_backend!`.
+//! - handlers of every argument shape (floats, seven arguments, a 40-byte struct, `i128`, `&mut`),
+//!   each called from its own `noinstr` entry, and a `run_on_irqstack` softirq;
+//! - the per-CPU data behind `gs_percpu_backend!`, over Linux's own per-CPU variables.
 //!
-//! `tests/objtool.rs` builds this crate to a relocatable object with the kernel's code
-//! generation flags (`-C relocation-model=static -C code-model=kernel
-//! -C force-frame-pointers=yes`, `panic = "abort"`) and runs Debian's objtool on it.
+//! `tests/objtool.rs` builds this crate to a relocatable object twice: for the host target with
+//! the light flags (`-C relocation-model=static -C code-model=kernel -C force-frame-pointers=yes`)
+//! and for `x86_64-unknown-none` with every Rust flag a hardened x86-64 kernel build passes (see
+//! `tests/kernel_object/mod.rs`), then runs Debian's objtool 6.1 and 6.12 on it, the second time
+//! with the kernel's full objtool flag set.
 //!
 //! Exported symbols are prefixed `irqstack_km_` so the tests can find them.
 #![no_std]
 
-use core::ops::Range;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use irqstack::{instr_begin, instr_end, noinstr, on_irqstack};
+use irqstack::{instr_begin, instr_end, noinstr, on_irqstack, run_on_irqstack};
 
 unsafe extern "C" {
     /// An ordinary kernel function that tracing or sanitizers may instrument (think
@@ -24,58 +24,15 @@ unsafe extern "C" {
     fn irqstack_km_trace(vector: u64);
 }
 
-/// Size of the IRQ stack, as the kernel's `IRQ_STACK_SIZE` on x86-64.
-const IRQ_STACK_SIZE: usize = 16 * 1024;
-
-#[repr(C, align(16))]
-struct IrqStack([u8; IRQ_STACK_SIZE]);
-
-/// One CPU's IRQ stack. A kernel allocates one per CPU at bring-up; a single CPU keeps the
-/// example small.
-static mut IRQ_STACK: IrqStack = IrqStack([0; IRQ_STACK_SIZE]);
-/// `hardirq_stack_inuse`.
-static IRQ_STACK_IN_USE: AtomicBool = AtomicBool::new(false);
-
-/// The per-CPU data of this "kernel".
-struct PerCpu;
-
-#[cfg(not(feature = "kernel-abi"))]
-const TOP_RESERVE: usize = 16;
-/// `hardirq_stack_ptr = va + IRQ_STACK_SIZE - 8`.
-#[cfg(feature = "kernel-abi")]
-const TOP_RESERVE: usize = 8;
-
-// SAFETY: one stack, claimed with a flag and released once; `top_slot` is 16-byte aligned (8
-// with `kernel-abi`, built with the kernel's 8-byte stack alignment); nothing here calls
-// instrumentable code. Claim and release run with interrupts off in the entry path.
-unsafe impl irqstack::Backend for PerCpu {
-    #[inline(always)]
-    fn claim() -> Option<NonNull<u8>> {
-        if IRQ_STACK_IN_USE.swap(true, Ordering::Relaxed) {
-            return None;
-        }
-        NonNull::new(Self::top_slot()? as *mut u8)
-    }
-
-    #[inline(always)]
-    unsafe fn release(_tos: NonNull<u8>) {
-        IRQ_STACK_IN_USE.store(false, Ordering::Relaxed);
-    }
-
-    #[inline(always)]
-    fn bounds() -> Option<Range<usize>> {
-        let base = core::ptr::addr_of!(IRQ_STACK) as usize;
-        Some(base..base + IRQ_STACK_SIZE)
-    }
-
-    #[inline(always)]
-    fn top_slot() -> Option<usize> {
-        let base = core::ptr::addr_of!(IRQ_STACK) as usize;
-        Some(base + IRQ_STACK_SIZE - TOP_RESERVE)
-    }
+// Linux 5.12+ keeps the IRQ stack in two per-CPU variables, addressed `%gs`-relative:
+// `hardirq_stack_ptr` (the top slot, already adjusted: `va + IRQ_STACK_SIZE - 8`) and
+// `hardirq_stack_inuse`. The object leaves them undefined, as a module does.
+unsafe extern "C" {
+    static hardirq_stack_ptr: usize;
+    static hardirq_stack_inuse: bool;
 }
 
-irqstack::set_backend!(PerCpu);
+irqstack::gs_percpu_backend!(hardirq_stack_ptr, hardirq_stack_inuse, size = 16 * 1024);
 
 /// The device's interrupt handler: runs on the IRQ stack, may call instrumentable code (the
 /// trampoline's markers cover the call into it).
@@ -113,6 +70,115 @@ pub extern "C" fn irqstack_km_entry_asm(vector: u64) {
             clobber_abi("C"),
         )
     }
+}
+
+/// A register frame, passed by `&mut` (a pointer to a named type: thin, one register).
+#[repr(C)]
+pub struct Regs {
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Flags.
+    pub flags: u64,
+}
+
+/// Forty bytes, passed and returned by value: in memory under SysV, so the block form.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Forty(pub [u64; 5]);
+
+/// Floats: in general registers on this soft-float target, in SSE registers on the host.
+#[on_irqstack]
+fn irqstack_km_float(x: f64, n: u64, y: f32) -> f64 {
+    x * 0.5 + f64::from(y) + n as f64
+}
+
+/// Seven integers: the seventh goes on the stack, so the block form.
+#[on_irqstack]
+#[allow(clippy::too_many_arguments)]
+fn irqstack_km_seven(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64, g: u64) -> u64 {
+    a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3) ^ e ^ f ^ g
+}
+
+/// A 40-byte struct in and out.
+#[on_irqstack]
+fn irqstack_km_struct(s: Forty, k: u64) -> Forty {
+    let mut out = s;
+    out.0[0] ^= k;
+    out
+}
+
+/// A 128-bit integer (two registers, or memory: the block form).
+#[on_irqstack]
+fn irqstack_km_wide(x: i128, k: u64) -> i128 {
+    x.wrapping_mul(i128::from(k))
+}
+
+/// A register frame by `&mut`.
+#[on_irqstack]
+fn irqstack_km_regs(regs: &mut Regs, vector: u64) -> u64 {
+    regs.ip += 2;
+    regs.flags ^ vector
+}
+
+/// The state queries from `noinstr` code: `irqstack_active()`, `interrupted_sp()` and
+/// `irq_stack_bounds()` must not leave `.noinstr.text` either.
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_state() -> usize {
+    let bounds = irqstack::irq_stack_bounds().map_or(0, |r| r.end - r.start);
+    let saved = irqstack::interrupted_sp().unwrap_or(0);
+    usize::from(irqstack::irqstack_active()) + bounds + saved
+}
+
+/// Entries, one per shape: what the tests disassemble to find the register each caller puts the
+/// top of stack in.
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_float(bits: u64, n: u64) -> u64 {
+    irqstack_km_float(f64::from_bits(bits), n, 1.5).to_bits()
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_seven(a: u64, b: u64) -> u64 {
+    irqstack_km_seven(a, b, a + 1, b + 2, a ^ b, 7, 9)
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_struct(s: &mut Forty, k: u64) {
+    *s = irqstack_km_struct(*s, k);
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_wide(lo: u64, hi: u64, k: u64) -> u64 {
+    let x = (i128::from(hi as i64) << 64) | i128::from(lo);
+    irqstack_km_wide(x, k) as u64
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_regs(regs: &mut Regs, vector: u64) -> u64 {
+    irqstack_km_regs(regs, vector)
+}
+
+/// The softirq: pending work run on the IRQ stack with the closure form, as the kernel's
+/// `do_softirq_own_stack()` does.
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_softirq(pending: u64) -> u64 {
+    run_on_irqstack(|| {
+        instr_begin!();
+        // SAFETY: as above.
+        unsafe { irqstack_km_trace(pending) };
+        instr_end!();
+        pending.count_ones().into()
+    })
 }
 
 /// (b) Negative oracle: a `noinstr` function calling instrumentable code without markers.
