@@ -21,8 +21,6 @@ const OVERFLOW_STATUS: i32 = 69;
 /// Each boot takes about a second here; the kernel gives up by itself after 10 s of ticks.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const CPUS: usize = 4;
-/// Until issue 11's soft-float fix is merged, the f32/f64 shapes are left out (see the report).
-const KERNEL_ARGS: &str = "skip-float";
 
 static BUILD: Mutex<()> = Mutex::new(());
 
@@ -298,6 +296,13 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
         "{}",
         ctx()
     );
+    assert!(
+        check("shapes").contains(
+            "(f64, f32, seven u64, 40-byte struct, &mut, i128; switched, softirq, hardirq)"
+        ),
+        "{}",
+        ctx()
+    );
     let per_cpu = |name: &str| {
         let f = figures(check(name));
         assert_eq!(f.len(), CPUS, "{name}: {f:?}\n{}", ctx());
@@ -404,7 +409,7 @@ fn run_workload(variant: &str) {
         return;
     }
     let kernel = build(variant);
-    let b = boot(&kernel, KERNEL_ARGS);
+    let b = boot(&kernel, "");
     eprintln!(
         "{variant} kernel: {:?} in {:.2} s\n{}",
         b.status,
@@ -430,7 +435,7 @@ fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
         return;
     }
     let kernel = build("basic");
-    let b = boot(&kernel, &format!("{KERNEL_ARGS} overflow"));
+    let b = boot(&kernel, "overflow");
     let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
     assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
     // The last CPU's timer handler recursed; the #DF on IST1 names the CPU and the address,
@@ -470,4 +475,89 @@ fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
         "{}",
         ctx()
     );
+}
+
+/// Boots the basic kernel with `fault=<kind>` and returns the boot.
+fn boot_fault(kind: &str) -> Option<(PathBuf, Boot)> {
+    if !tools_present() {
+        return None;
+    }
+    let kernel = build("basic");
+    let b = boot(&kernel, &format!("fault={kind}"));
+    Some((kernel, b))
+}
+
+/// The `FAIL cpu N: exception ...` report of a fault boot: (cpu, vector, rip).
+fn exception_report(b: &Boot) -> (usize, u64, u64) {
+    let line = b
+        .log
+        .lines()
+        .find(|l| l.starts_with("FAIL cpu ") && l.contains(": exception "))
+        .unwrap_or_else(|| panic!("no exception report, status {:?}:\n{}", b.status, b.log));
+    let cpu = line["FAIL cpu ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let field = |key: &str| {
+        let v = line
+            .split(key)
+            .nth(1)
+            .unwrap()
+            .split([',', ')', ' '])
+            .next()
+            .unwrap();
+        if let Some(hex) = v.strip_prefix("0x") {
+            u64::from_str_radix(hex, 16).unwrap()
+        } else {
+            v.parse().unwrap()
+        }
+    };
+    (cpu, field("(vector "), field("at rip "))
+}
+
+#[test]
+fn a_page_fault_in_a_handler_is_reported_and_fails_the_run() {
+    let Some((kernel, b)) = boot_fault("pf") else {
+        return;
+    };
+    assert_eq!(b.status, Some(35), "log:\n{}", b.log);
+    let (cpu, vector, rip) = exception_report(&b);
+    assert_eq!((cpu, vector), (1, 14), "log:\n{}", b.log);
+    assert!(
+        b.log.contains("#PF page fault") && b.log.contains("cr2 0x200000000"),
+        "{}",
+        b.log
+    );
+    // The faulting instruction is in the timer handler's body, on the IRQ stack.
+    let name = resolve(&symbols(&kernel), rip + 1);
+    assert!(
+        name.contains("timer_interrupt"),
+        "rip {rip:#x} is in {name}\n{}",
+        b.log
+    );
+    assert!(!b.log.contains("PASS"), "{}", b.log);
+}
+
+#[test]
+fn an_nmi_runs_on_its_ist_stack_and_is_reported() {
+    let Some((_, b)) = boot_fault("nmi") else {
+        return;
+    };
+    assert_eq!(b.status, Some(35), "log:\n{}", b.log);
+    let (cpu, vector, _) = exception_report(&b);
+    assert_eq!((cpu, vector), (2, 2), "log:\n{}", b.log);
+    assert!(b.log.contains("reported on IST stack 2"), "{}", b.log);
+}
+
+#[test]
+fn a_triple_fault_exits_with_status_0_which_is_not_a_pass() {
+    let Some((kernel, b)) = boot_fault("triple") else {
+        return;
+    };
+    // QEMU with -no-reboot exits with 0 on a triple fault: only status 33 is a pass.
+    assert_eq!(b.status, Some(0), "log:\n{}", b.log);
+    let verdict = std::panic::catch_unwind(|| assert_workload("basic", &kernel, &b));
+    assert!(verdict.is_err(), "a triple fault passed as a good run");
 }

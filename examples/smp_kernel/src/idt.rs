@@ -233,10 +233,25 @@ extern "C" fn exception_entry(regs: &mut Regs, vector: u64) {
             crate::hw::exit_qemu(crate::hw::EXIT_OVERFLOW);
         }
     }
+    // Which stack the report runs on: IST1/IST2 for #DF/NMI, else the interrupted one.
+    let sp = crate::hw::current_sp();
+    let c = (cpu as usize).min(crate::MAX_CPUS - 1);
+    let stack = if (crate::percpu::ist_top(c, 0) - 16 * 1024..crate::percpu::ist_top(c, 0))
+        .contains(&sp)
+    {
+        "IST stack 1"
+    } else if (crate::percpu::ist_top(c, 1) - 16 * 1024..crate::percpu::ist_top(c, 1)).contains(&sp)
+    {
+        "IST stack 2"
+    } else if crate::percpu::irq_stack(c).contains(&sp) {
+        "the IRQ stack"
+    } else {
+        "the task stack"
+    };
     crate::hw::print_locked(
         format_args!(
             "FAIL cpu {cpu}: exception {name} (vector {vector}) at rip {:#x}, error code {:#x}, \
-             cr2 {cr2:#x}, rsp {:#x}\n",
+             cr2 {cr2:#x}, rsp {:#x}, reported on {stack}\n",
             regs.rip, regs.orig_ax, regs.rsp
         ),
         true,

@@ -64,6 +64,7 @@ static ONLINE: AtomicUsize = AtomicUsize::new(0);
 static AP_CPU: AtomicUsize = AtomicUsize::new(0);
 static GO: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicUsize = AtomicUsize::new(0);
+static NMI_SENT: AtomicBool = AtomicBool::new(false);
 
 fn parse_cmdline() -> (usize, bool) {
     let line = boot::cmdline();
@@ -72,8 +73,14 @@ fn parse_cmdline() -> (usize, bool) {
     for word in line.split(|&b| b == b' ') {
         if word == b"overflow" {
             overflow = true;
-        } else if word == b"skip-float" {
-            work::SKIP_FLOAT.store(true, Ordering::Relaxed);
+        } else if let Some(kind) = word.strip_prefix(b"fault=") {
+            let f = match kind {
+                b"pf" => work::Fault::Page,
+                b"nmi" => work::Fault::Nmi,
+                b"triple" => work::Fault::Triple,
+                _ => fail!("unknown fault= kind"),
+            };
+            work::FAULT.store(f as u8, Ordering::Relaxed);
         } else if let Some(n) = word.strip_prefix(b"cpus=")
             && let [d @ b'1'..=b'9'] = n
         {
@@ -95,6 +102,9 @@ pub extern "C" fn kernel_main_bsp() -> ! {
     idt::init();
     percpu::map_irq_stacks(cpus);
     percpu::cpu_init(0);
+    if work::fault() == Some(work::Fault::Triple) {
+        triple_fault();
+    }
     hw::apic_enable();
     check!(hw::apic_id() == 0, "the BSP's APIC ID is {}", hw::apic_id());
     ONLINE.store(1, Ordering::SeqCst);
@@ -163,8 +173,31 @@ fn cpu_main(cpu: usize) -> ! {
     }
 }
 
+/// The `fault=triple` boot: with an empty IDT, `int3` cannot be delivered (#GP, then #DF, then
+/// a triple fault), and QEMU (with `-no-reboot`) exits with status 0, which must not pass.
+fn triple_fault() -> ! {
+    #[repr(C, packed)]
+    struct Ptr {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Ptr { limit: 0, base: 0 };
+    println!("fault=triple: loading an empty IDT, then int3");
+    // SAFETY: deliberately fatal: the CPU resets (QEMU exits); nothing runs after it.
+    unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) &empty, options(readonly, nostack)) };
+    fail!("int3 with an empty IDT returned")
+}
+
 /// Called by the BSP after each wake-up: ends the run when every CPU has done its share.
 pub fn maybe_stop() {
+    if work::fault() == Some(work::Fault::Nmi)
+        && STATS[0].ticks.load(Ordering::Relaxed) >= 100
+        && NCPUS.load(Ordering::Relaxed) > 2
+        && !NMI_SENT.swap(true, Ordering::Relaxed)
+    {
+        // NMI (delivery mode 100b) to CPU 2: its handler runs on IST2 and fails the run.
+        hw::apic_send(2, 0x4400);
+    }
     let n = NCPUS.load(Ordering::Relaxed);
     let done = (0..n).all(|c| {
         let s = &STATS[c];
@@ -326,13 +359,8 @@ fn finish() -> ! {
     });
     check!(sh[..n].iter().all(|&x| x > 0), "shapes {:?}", &sh[..n]);
     println!(
-        "check shapes: ok {:?} ({}seven u64, 40-byte struct, &mut, i128; switched, softirq, hardirq)",
-        &sh[..n],
-        if work::SKIP_FLOAT.load(Ordering::Relaxed) {
-            "f64/f32 SKIPPED, "
-        } else {
-            "f64, f32, "
-        }
+        "check shapes: ok {:?} (f64, f32, seven u64, 40-byte struct, &mut, i128; switched, softirq, hardirq)",
+        &sh[..n]
     );
 
     let depth = per_cpu(&|c| percpu::irq_stack_depth(c) as u64);

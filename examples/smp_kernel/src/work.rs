@@ -74,9 +74,27 @@ pub static IPI_HANDLED: [[AtomicU64; MAX_CPUS]; MAX_CPUS] = [const { [Z; MAX_CPU
 pub static NCPUS: AtomicUsize = AtomicUsize::new(1);
 /// Set by the BSP when every CPU has done its share: CPUs stop their timers.
 pub static STOP: AtomicBool = AtomicBool::new(false);
-/// `skip-float` on the command line: leave out the `f32`/`f64` shapes (irqstack before the
-/// soft-float fix of issue 11 reads `tos` from the wrong register for them).
-pub static SKIP_FLOAT: AtomicBool = AtomicBool::new(false);
+/// `fault=...` on the command line: a deliberate failure, to show that it is loud.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fault {
+    /// CPU 1's timer handler reads an unmapped address.
+    Page = 1,
+    /// The BSP sends an NMI to CPU 2.
+    Nmi = 2,
+    /// The BSP loads an empty IDT and executes int3.
+    Triple = 3,
+}
+pub static FAULT: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+pub fn fault() -> Option<Fault> {
+    match FAULT.load(Relaxed) {
+        1 => Some(Fault::Page),
+        2 => Some(Fault::Nmi),
+        3 => Some(Fault::Triple),
+        _ => None,
+    }
+}
+
 /// The overflow boot: this CPU's timer handler recurses without bound.
 pub static OVERFLOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -91,6 +109,24 @@ fn stats() -> &'static CpuStats {
 /// Whether an interrupt with this frame arrived on this CPU's IRQ stack (the stack was in use).
 fn arrived_on_irq_stack(regs: &Regs) -> bool {
     irq_stack(cpu_id() as usize).contains(&(regs.rsp as usize))
+}
+
+/// A local that rustc places at a 16-byte aligned address, trusting the stack alignment the
+/// x86-64 ABI promises at function entry (rsp % 16 == 8). A body entered with any other rsp
+/// gets it misaligned: the check that the switch keeps the ABI (with `kernel-abi` too).
+#[repr(C, align(16))]
+struct Aligned16(u64);
+
+#[inline(always)]
+fn check_alignment(what: &str) {
+    let a = Aligned16(0);
+    // Through `black_box` as an integer: a reference's type promises the alignment, so the
+    // compiler would fold the test away.
+    let at = black_box(core::ptr::addr_of!(a) as usize);
+    check!(
+        at.is_multiple_of(16),
+        "{what}: a 16-byte aligned local is at {at:#x}: the body was entered misaligned"
+    );
 }
 
 /// The checks every hard-IRQ handler body makes, on every interrupt. Returns whether it runs
@@ -128,6 +164,7 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
         task_stack(cpu).contains(&isp),
         "{what}: interrupted_sp() {isp:#x} is not on CPU {cpu}'s task stack"
     );
+    check_alignment(what);
     let nested = arrived_on_irq_stack(regs);
     if nested {
         // Arrived while the IRQ stack was in use (the softirq): runs in place, below the
@@ -210,6 +247,11 @@ fn timer_interrupt(regs: &mut Regs, vector: u64) {
         // The overflow boot: recurse until the guard page stops us (#PF -> #DF on IST1).
         black_box(recurse(black_box(0)));
         fail!("recursion returned");
+    }
+    if cpu == 1 && t == 100 && fault() == Some(Fault::Page) {
+        // Not mapped: PDPT entry 8 (32 GiB) is empty.
+        // SAFETY: deliberately faulting; the #PF handler reports it and ends the run.
+        black_box(unsafe { (0x2_0000_0000 as *const u64).read_volatile() });
     }
     if STOP.load(Relaxed) {
         return;
@@ -426,6 +468,7 @@ pub enum Where {
 /// Records where a shape body runs.
 #[inline(always)]
 fn note() {
+    check_alignment("shape");
     stats().body_sp.store(current_sp() as u64, Relaxed);
 }
 
@@ -519,15 +562,13 @@ fn shapes(cpu: usize, at: Where) {
         shape_never(black_box(7));
     }
 
-    if !SKIP_FLOAT.load(Relaxed) {
-        let r = shape_f64(black_box(1.5), black_box(0.25), black_box(3));
-        check!(r == 0.25, "shape_f64 returned {r}");
-        check_where("f64");
+    let r = shape_f64(black_box(1.5), black_box(0.25), black_box(3));
+    check!(r == 0.25, "shape_f64 returned {r}");
+    check_where("f64");
 
-        let r = shape_f32(black_box(1.5), black_box(3.0));
-        check!(r == 5.0, "shape_f32 returned {r}");
-        check_where("f32");
-    }
+    let r = shape_f32(black_box(1.5), black_box(3.0));
+    check!(r == 5.0, "shape_f32 returned {r}");
+    check_where("f32");
 
     let r = shape_seven(1, 2, 3, 4, 5, 6, black_box(7));
     check!(r == 140, "shape_seven returned {r}");
