@@ -10,6 +10,8 @@
 //!
 //! `cargo test --test smp_kernel -- --nocapture` shows the kernel's report (a table per CPU).
 
+mod kernel_object;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -78,11 +80,16 @@ fn tools_present() -> bool {
     false
 }
 
-/// The kernel's Rust flags. `code-model=kernel` holds although the kernel is linked at 1 MiB:
-/// every symbol is below 2 GiB, so the sign-extended 32-bit addresses it implies fit (lld
-/// would reject any that did not).
+/// The kernel's Rust flags: for `hardened`, the full set a hardened Linux build passes
+/// (`kernel_object::KERNEL_RUSTFLAGS`, shared with the kernel-build tests); for `basic`, the
+/// code generation part of it without the mitigations. `code-model=kernel` holds although the
+/// kernel is linked at 1 MiB: every symbol is below 2 GiB, so the sign-extended 32-bit
+/// addresses it implies fit (lld would reject any that did not).
 fn rustflags(variant: &str) -> Vec<&'static str> {
-    let mut f = vec![
+    if variant == "hardened" {
+        return kernel_object::KERNEL_RUSTFLAGS.to_vec();
+    }
+    vec![
         "-Crelocation-model=static",
         "-Ccode-model=kernel",
         "-Cno-redzone=yes",
@@ -90,35 +97,33 @@ fn rustflags(variant: &str) -> Vec<&'static str> {
         "-Cforce-unwind-tables=no",
         "-Cjump-tables=no",
         "-Cpanic=abort",
-    ];
-    if variant == "hardened" {
-        f.extend([
-            "-Zfunction-return=thunk-extern",
-            "-Zcf-protection=branch",
-            "-Zpatchable-function-entry=16,16",
-            "-Ctarget-feature=+retpoline-external-thunk,+retpoline-indirect-branches,\
-             +retpoline-indirect-calls,+harden-sls-ijmp,+harden-sls-ret",
-        ]);
-    }
-    f
+    ]
 }
 
 /// Builds the kernel variant (`basic` or `hardened`) and returns the ELF's path.
 fn build(variant: &str) -> PathBuf {
+    build_to(variant, None);
+    repo()
+        .join("target/smp-kernel")
+        .join(variant)
+        .join("x86_64-unknown-none/release/irqstack-smp-kernel")
+}
+
+/// Builds the kernel variant; with `obj`, only the kernel crate's relocatable object (what
+/// objtool reads), in a target directory of its own.
+fn build_to(variant: &str, obj: Option<&Path>) {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let target_dir = repo().join("target/smp-kernel").join(variant);
+    let dir = match obj {
+        Some(_) => format!("{variant}-object"),
+        None => variant.to_owned(),
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo().join("examples/smp_kernel"))
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "x86_64-unknown-none",
-        ])
+        .arg(if obj.is_some() { "rustc" } else { "build" })
+        .args(["--quiet", "--release", "--target", "x86_64-unknown-none"])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(repo().join("target/smp-kernel").join(dir))
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags(variant).join("\x1f"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
@@ -128,13 +133,27 @@ fn build(variant: &str) -> PathBuf {
         cmd.args(["--features", "hardened"])
             .env("RUSTC_BOOTSTRAP", "1");
     }
+    if let Some(obj) = obj {
+        cmd.args(["--bin", "irqstack-smp-kernel", "--"])
+            .arg(format!("--emit=obj={}", obj.display()));
+    }
     let out = cmd.output().expect("running cargo for examples/smp_kernel");
     assert!(
         out.status.success(),
         "building the {variant} kernel failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    target_dir.join("x86_64-unknown-none/release/irqstack-smp-kernel")
+    if let Some(obj) = obj
+        && !obj.exists()
+    {
+        // Cargo found the unit fresh (the object of the same sources and flags was written
+        // before) but the object is gone: touch the source so that rustc runs again.
+        let main = repo().join("examples/smp_kernel/src/main.rs");
+        let f = std::fs::File::options().append(true).open(&main).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+        drop(_guard);
+        build_to(variant, Some(obj));
+    }
 }
 
 struct Boot {
@@ -560,4 +579,47 @@ fn a_triple_fault_exits_with_status_0_which_is_not_a_pass() {
     assert_eq!(b.status, Some(0), "log:\n{}", b.log);
     let verdict = std::panic::catch_unwind(|| assert_workload("basic", &kernel, &b));
     assert!(verdict.is_err(), "a triple fault passed as a good run");
+}
+
+/// The hardened kernel's own object (its code, the handlers, trampolines, entry stubs, boot
+/// code and thunks) passes objtool with the kernel's full flag set.
+///
+/// objtool 6.12: no warning but one, a defect of irqstack reported to the lead: the diverging
+/// handler's trampoline calls a shim that never returns, and 6.12 asks for a `__noreturn`
+/// annotation on it. objtool 6.1 cannot follow Rust code that ends in a call to a panic
+/// function (it learned Rust's noreturn functions later) and reports "unexpected end of
+/// section" there; any other 6.1 warning fails.
+#[test]
+fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
+    let Some(tools) = kernel_object::required_objtools() else {
+        return;
+    };
+    if !tools_present() {
+        return;
+    }
+    let obj = repo().join("target/smp-kernel/hardened-kernel.o");
+    build_to("hardened", Some(&obj));
+    for (ver, tool) in &tools {
+        let flags = kernel_object::kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
+        let warnings = kernel_object::run_objtool(tool, &obj, &flags);
+        let unexpected: Vec<&String> = warnings
+            .iter()
+            .filter(|w| {
+                if ver == "6.1" {
+                    !w.ends_with("unexpected end of section")
+                } else {
+                    !(w.contains(
+                        "__irqstack_trampoline_reg_irqstack_smp_kernel_0_0_0_shape_never_",
+                    ) && w.ends_with("_shim() is missing a __noreturn annotation"))
+                }
+            })
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "objtool {ver} {flags:?}: {warnings:#?}"
+        );
+        if ver != "6.1" {
+            assert!(warnings.len() <= 1, "objtool {ver}: {warnings:#?}");
+        }
+    }
 }

@@ -29,9 +29,19 @@ core::arch::global_asm!(
 
     .pushsection .text.boot, "ax"
     .code32
+    /* The boot code is marked STACK_FRAME_NON_STANDARD for objtool (which would decode this
+       32-bit code as 64-bit, and cannot follow the mode switches); each entry point starts with
+       endbr64 (a NOP here) because a note, a far jump or the trampoline holds its address
+       (objtool --ibt). */
+    .pushsection .discard.func_stack_frame_non_standard, "aw"
+    .long pvh_start32 - .
+    .long long_entry_bsp - .
+    .long long_entry_ap - .
+    .popsection
     .globl pvh_start32
     .type pvh_start32, @function
 pvh_start32:
+    endbr64
     cli
     cld
     /* %ebx: physical address of hvm_start_info; kept for kernel_main (the command line). */
@@ -55,6 +65,7 @@ pvh_start32:
     .code64
     .type long_entry_bsp, @function
 long_entry_bsp:
+    endbr64
     movw $0x10, %ax
     movw %ax, %ds
     movw %ax, %es
@@ -71,6 +82,7 @@ long_entry_bsp:
     /* Second CPUs arrive here from the 16-bit trampoline, in 64-bit mode with paging on. */
     .type long_entry_ap, @function
 long_entry_ap:
+    endbr64
     movw $0x10, %ax
     movw %ax, %ds
     movw %ax, %es

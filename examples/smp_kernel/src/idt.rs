@@ -93,11 +93,33 @@ macro_rules! stub {
         // before iretq; the entry function gets `regs` in rdi and the vector in esi (SysV);
         // rsp % 16 == 0 at the call (see the layout above); rbp is the frame record's address,
         // callee-saved, so `lea rsp, [rbp + 24]` finds `regs` again after the call.
-        #[unsafe(naked)]
-        #[unsafe(no_mangle)]
-        #[unsafe(link_section = ".entry.text")]
-        pub unsafe extern "C" fn $name() {
-            core::arch::naked_asm!(stub_body!($orig), vector = const $vector, entry = sym $entry)
+        //
+        // objtool does not follow it: it ends in `iretq`, which objtool takes for
+        // `sync_core()`'s IRET-to-self inside a function, and it has no unwind hints (whose
+        // binary format changed between objtool 6.1 and 6.12), so it is marked
+        // STACK_FRAME_NON_STANDARD, as the kernel marks asm objtool cannot follow. It starts
+        // with `endbr64` because the IDT takes its address (IBT), and lives in `.entry.text`,
+        // which objtool treats as `noinstr`: it only calls `noinstr` entry functions.
+        core::arch::global_asm!(
+            concat!(
+                ".pushsection .entry.text, \"ax\"\n",
+                ".globl ", stringify!($name), "\n",
+                ".type ", stringify!($name), ", @function\n",
+                ".balign 16\n",
+                stringify!($name), ":\n",
+                "endbr64\n",
+                stub_body!($orig),
+                ".size ", stringify!($name), ", . - ", stringify!($name), "\n",
+                ".popsection\n",
+                ".pushsection .discard.func_stack_frame_non_standard, \"aw\"\n",
+                ".long ", stringify!($name), " - .\n",
+                ".popsection\n",
+            ),
+            vector = const $vector,
+            entry = sym $entry,
+        );
+        unsafe extern "C" {
+            pub fn $name();
         }
     };
 }
@@ -210,7 +232,10 @@ static EXCEPTIONS: AtomicU64 = AtomicU64::new(0);
 /// Every exception fails the run: report what, vector, rip, CPU, error code, CR2, then exit
 /// with the failure status. A #DF whose CR2 lies in this CPU's IRQ-stack guard is the expected
 /// outcome of the overflow boot: report "IRQ stack overflow on CPU n" and exit with its status.
+#[irqstack::noinstr]
 extern "C" fn exception_entry(regs: &mut Regs, vector: u64) {
+    // Reporting calls ordinary (instrumentable) code; it ends the run.
+    irqstack::instr_begin!();
     EXCEPTIONS.fetch_add(1, Ordering::Relaxed);
     let cpu = crate::percpu::cpu_id();
     let cr2 = crate::hw::read_cr2();

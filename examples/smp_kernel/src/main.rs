@@ -434,23 +434,27 @@ mod hardened {
         lea rax, [rax + 1]
         mov qword ptr [rip + RETURN_THUNK_CALLS], rax
         pop rax
+        /* ANNOTATE_UNRET_SAFE: the one real `ret` of a rethunk build. */
+    5:  .pushsection .discard.retpoline_safe
+        .long 5b
+        .popsection
         ret
         int3
         .size __x86_return_thunk, . - __x86_return_thunk
 
-        /* +retpoline-external-thunk: indirect calls and jumps go through these. A retpoline:
-           the `call` pushes a return address whose speculative path is trapped in the
-           pause/lfence loop; the real path overwrites it with the target and returns to it. */
+        /* +retpoline-external-thunk: indirect calls and jumps go through these. This is the
+           `lfence; jmp *reg` form (Linux's RETPOLINE_LFENCE alternative): the lfence keeps the
+           indirect jump from executing speculatively ahead of older instructions; the jump is
+           annotated retpoline-safe for objtool --retpoline, int3 after it for --sls. */
         .irp reg, rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15
         .globl __x86_indirect_thunk_\reg
         .type __x86_indirect_thunk_\reg, @function
     __x86_indirect_thunk_\reg:
-        call 2f
-    3:  pause
         lfence
-        jmp 3b
-    2:  mov qword ptr [rsp], \reg
-        ret
+    4:  .pushsection .discard.retpoline_safe
+        .long 4b
+        .popsection
+        jmp \reg
         int3
         .size __x86_indirect_thunk_\reg, . - __x86_indirect_thunk_\reg
         .endr

@@ -277,7 +277,9 @@ fn timer_interrupt(regs: &mut Regs, vector: u64) {
     }
     // One frame-pointer walk per CPU, from a tick that interrupted the idle `hlt`.
     let rip = regs.rip as usize;
-    let wfi = wait_for_interrupt as *const () as usize;
+    // Through `black_box`: `wfi + 16` folded into one relocation would point into the
+    // function's middle, which objtool --ibt reports as an address taken without ENDBR.
+    let wfi = black_box(wait_for_interrupt as *const () as usize);
     if !nested && s.bt_len.load(Relaxed) == 0 && (wfi..wfi + 16).contains(&rip) {
         backtrace(cpu);
     }
@@ -386,7 +388,7 @@ macro_rules! if_hardened {
 }
 
 /// `sti; hlt`: interrupts are enabled only for the `hlt` (the STI shadow), so a wake-up
-/// interrupt always lands right after the `hlt`, at `wait_for_interrupt + 6`.
+/// interrupt always lands right after the `hlt`, at `wait_for_interrupt + 10`.
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
 pub extern "C" fn wait_for_interrupt() {
@@ -394,7 +396,11 @@ pub extern "C" fn wait_for_interrupt() {
     // interrupt that woke the `hlt` names this function's caller too: the stub's record carries
     // the interrupted rip (here) and rbp (this frame), whose return address is in `idle_loop`.
     // rbp is restored before the return; no other register or flag changes but IF.
-    core::arch::naked_asm!("push rbp\nmov rbp, rsp\nsti\nhlt\npop rbp\n", ret_insn!())
+    // endbr64: the timer handler takes this function's address (objtool --ibt).
+    core::arch::naked_asm!(
+        "endbr64\npush rbp\nmov rbp, rsp\nsti\nhlt\npop rbp\n",
+        ret_insn!()
+    )
 }
 
 /// Each CPU's idle loop: argument shapes (switched), the softirq on the IRQ stack with
