@@ -436,6 +436,15 @@ fn run_workload(variant: &str) {
         b.log
     );
     assert_workload(variant, &kernel, &b);
+    // For the reader of `--nocapture`: CPU 0's walk with names.
+    let syms = symbols(&kernel);
+    if let Some(l) = b.log.lines().find(|l| l.starts_with("bt cpu 0:")) {
+        eprintln!("{variant} kernel, CPU 0's frame-pointer walk from the timer handler:");
+        for a in l["bt cpu 0:".len()..].split_whitespace() {
+            let addr = u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap();
+            eprintln!("    {a}  {}", resolve(&syms, addr));
+        }
+    }
 }
 
 #[test]
