@@ -210,6 +210,18 @@ pub fn cpu_id() -> u32 {
     v
 }
 
+/// This CPU's `hardirq_stack_inuse`, read `%gs`-relative as the backend reads it.
+#[inline(always)]
+pub fn irq_stack_in_use() -> bool {
+    let v: u32;
+    // SAFETY: one byte of this CPU's copy of the flag; no stack, flags untouched.
+    unsafe {
+        core::arch::asm!("movzx {v:e}, byte ptr gs:[rip + {var}]", v = out(reg) v,
+            var = sym hardirq_stack_inuse, options(nostack, readonly, preserves_flags))
+    };
+    v != 0
+}
+
 /// Task (kernel) stacks: CPU n runs on `TASK_STACKS[n]`. The BSP's is set up by boot.rs.
 #[unsafe(no_mangle)]
 pub static mut TASK_STACKS: [Pages<{ crate::TASK_STACK_SIZE }>; MAX_CPUS] =

@@ -153,6 +153,10 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
         !hw::irqs_enabled(),
         "{what}: interrupts enabled in a hard-IRQ handler"
     );
+    check!(
+        crate::percpu::irq_stack_in_use(),
+        "{what}: hardirq_stack_inuse is false inside the handler"
+    );
     let regs_addr = regs as *const Regs as usize;
     let isp = irqstack::interrupted_sp();
     check!(
@@ -204,11 +208,17 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
     nested
 }
 
-/// What an entry function checks around its handler: on the IRQ stack exactly when the
-/// interrupt arrived there, before and after.
+/// What an entry function checks around its handler: on the IRQ stack, and the stack claimed
+/// (`hardirq_stack_inuse`), exactly when the interrupt arrived there, before and after.
 #[inline(always)]
 fn entry_check(regs: &Regs, what: &str, when: &str) {
     let expect = arrived_on_irq_stack(regs);
+    check!(
+        crate::percpu::irq_stack_in_use() == expect,
+        "{what}: hardirq_stack_inuse is {} {when} the handler (interrupt arrived on the IRQ \
+         stack: {expect})",
+        crate::percpu::irq_stack_in_use()
+    );
     check!(
         irqstack_active() == expect,
         "{what}: irqstack_active() is {} {when} the handler (interrupt arrived on the IRQ stack: \
@@ -416,8 +426,8 @@ pub extern "C" fn idle_loop(cpu: usize) {
         }
         irqstack::run_on_irqstack(|| softirq(cpu));
         check!(
-            !irqstack_active(),
-            "irqstack_active() after run_on_irqstack"
+            !irqstack_active() && !crate::percpu::irq_stack_in_use(),
+            "irqstack_active() or hardirq_stack_inuse after run_on_irqstack"
         );
         wait_for_interrupt();
         if cpu == 0 {
