@@ -73,6 +73,14 @@ fn main() {
              `call-padding`.",
         );
     }
+    if (has("-Zcf-protection=branch") || has("-Zcf-protection=full")) && !feature("ibt") {
+        errors.push(
+            "the build enforces indirect branch tracking (-Zcf-protection, \
+             CONFIG_X86_KERNEL_IBT) but irqstack's feature `ibt` is off: the entry stubs of \
+             `#[idtentry]`, which the IDT reaches indirectly, would not start with `endbr64` and \
+             fault. Enable feature `ibt`.",
+        );
+    }
     if has("-Zcf-protection=branch") && !feature("kernel-abi") && !feature("std") {
         println!(
             "cargo::warning=irqstack: -Zcf-protection=branch (IBT) without feature `kernel-abi`: \

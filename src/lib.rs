@@ -99,8 +99,65 @@ pub use irqstack_macros::on_irqstack;
 /// ```
 pub use irqstack_macros::noinstr;
 
+/// Interrupt entry on stable Rust: generates the IDT entry stub of a handler, in the shape of
+/// Linux's `idtentry` family (`arch/x86/include/asm/idtentry.h`), since the `x86-interrupt` ABI
+/// is unstable.
+///
+/// | attribute | handler | for |
+/// |---|---|---|
+/// | `#[idtentry]` | `fn(regs: &mut PtRegs)` | exceptions without an error code |
+/// | `#[idtentry(error_code)]` | `fn(regs: &mut PtRegs, error_code: u64)` | #PF, #GP, ... |
+/// | `#[idtentry(irq)]` | `fn(regs: &mut PtRegs, vector: u8)` | device interrupts, one stub per vector |
+/// | `#[idtentry(sysvec)]` | `fn(regs: &mut PtRegs)` | system vectors: timer, IPIs |
+/// | `#[idtentry(ist)]`, `#[idtentry(ist, error_code)]` | as above | NMI, #MC, #DB; #DF |
+///
+/// For a handler `name` it generates `unsafe extern "C" fn asm_name()`, the stub to put in the
+/// IDT (in `.noinstr.text`, `endbr64` first with feature `ibt`); for `irq`, also
+/// `asm_name_entry(vector) -> Option<usize>`, the address of the stub that pushes `vector`.
+/// The stub saves every register into a [`PtRegs`] (the layout of Linux's `struct pt_regs`),
+/// does `swapgs` when the interrupt came from user mode, calls the handler through glue code,
+/// restores the registers from the frame, as the handler left them, does `swapgs` again when
+/// returning to user mode, and ends with `iretq`.
+///
+/// The glue runs the [`Backend`]'s `irqentry_enter`/`irqentry_exit` hooks around the handler,
+/// in `noinstr` context, and the handler inside an instrumentation region. For `irq` and
+/// `sysvec` the handler runs on this CPU's IRQ stack, between `irq_enter_rcu` and
+/// `irq_exit_rcu`, unless the interrupt came from user mode or the IRQ stack is in use (the
+/// kernel's `run_irq_on_irqstack_cond` rule). `ist` entries never switch: they run on their
+/// IST stack already. They decide `swapgs` by the interrupted `cs`, like the others (Linux's
+/// paranoid entry reads `MSR_GS_BASE` instead, to survive an NMI that lands between an entry's
+/// first instruction and its `swapgs`).
+///
+/// Unwinding: DWARF CFI describes the hardware frame and every saved register (debuggers walk
+/// from the handler through the stub into the interrupted code), a frame record
+/// `{interrupted rbp, interrupted rip}` links the frame-pointer chain, and objtool unwind hints
+/// (`UNWIND_HINT_IRET_REGS`/`UNWIND_HINT_REGS`; feature `objtool-legacy-hints` for Linux
+/// before 6.4) let objtool `--orc` describe the stub.
+///
+/// ```
+/// use irqstack::{idtentry, PtRegs};
+///
+/// #[idtentry(error_code)]
+/// fn exc_general_protection(regs: &mut PtRegs, error_code: u64) {
+///     regs.ip += 2; // skip the faulting instruction (an example)
+///     let _ = error_code;
+/// }
+///
+/// #[idtentry(sysvec)]
+/// fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
+///     let _ = regs;
+/// }
+///
+/// // The addresses that go into the IDT:
+/// let gp = asm_exc_general_protection as usize;
+/// let timer = asm_sysvec_apic_timer_interrupt as usize;
+/// assert_ne!(gp, timer);
+/// ```
+pub use irqstack_macros::idtentry;
+
 pub use irqstack_rt::{
-    Backend, IrqStackError, interrupted_sp, irq_stack_bounds, irqstack_active, run_on_irqstack,
+    Backend, IrqStackError, PtRegs, interrupted_sp, irq_stack_bounds, irqstack_active,
+    run_on_irqstack,
 };
 #[cfg(feature = "std")]
 pub use irqstack_rt::{
@@ -204,7 +261,9 @@ pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 pub mod __private {
     pub use irqstack_macros::__instr_marker as instr_marker;
     pub use irqstack_rt::__private::{Switch, try_enter};
+    pub use irqstack_rt::entry_hooks;
     pub use irqstack_rt::{
+        __irqstack_rt_idt_stub as idt_stub, __irqstack_rt_idt_vectors as idt_vectors,
         __irqstack_rt_in_place_marker as in_place_marker, __irqstack_rt_instr_insn as instr_insn,
         __irqstack_rt_instr_record as instr_record, __irqstack_rt_ret as ret,
         __irqstack_rt_section as section, __irqstack_rt_trampoline as trampoline,

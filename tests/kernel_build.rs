@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use kernel_object::{
-    KERNEL_TARGET, build, build_kernel, kernel_objtool_flags, required_objtools, required_target,
-    run_objtool, run_objtool_keep,
+    KERNEL_TARGET, build, build_kernel, build_kernel_for, kernel_objtool_flags, required_objtools,
+    required_target, run_objtool, run_objtool_keep,
 };
 
 /// Whether `name` is a trampoline's symbol (not its shim's, nor a prefix symbol, nor objdump's
@@ -143,6 +143,7 @@ const CALLERS: &[&str] = &[
     "irqstack_km_call_struct", // 40-byte struct in and out: block form with a result slot
     "irqstack_km_call_wide",   // i128: block form
     "irqstack_km_call_regs",   // &mut Regs: register form, picked by size_of
+    "irqstack_km_call_pick",   // named lifetimes, a reference back: register form
     "irqstack_km_softirq",     // run_on_irqstack: the closure trampoline
 ];
 
@@ -207,10 +208,10 @@ fn kernel_build_passes_objtool_with_the_kernels_flags() {
     if !required_target(KERNEL_TARGET) {
         return;
     }
-    let clean = build_kernel("kernel-clean", &[], &[]);
-    let negative = build_kernel("kernel-negative", &["negative"], &[]);
     for (ver, tool) in &tools {
-        let flags = kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
+        let clean = build_kernel_for(ver, false);
+        let negative = build_kernel_for(ver, true);
+        let flags = kernel_objtool_flags(ver);
         let w = run_objtool(tool, &clean, &flags);
         assert!(w.is_empty(), "objtool {ver} {flags:?}: {w:#?}");
         let w = run_objtool(tool, &negative, &flags);
@@ -369,10 +370,12 @@ fn hardening_flags_without_their_feature_fail_the_build_naming_it() {
         !ok && err.contains("Enable feature `call-padding`"),
         "{err}"
     );
+    let (ok, err) = check_with_rustflags("-Zcf-protection=branch", &["kernel-abi"]);
+    assert!(!ok && err.contains("Enable feature `ibt`"), "{err}");
     let (ok, err) = check_with_rustflags(
         "-Zfunction-return=thunk-extern -Ctarget-feature=+harden-sls-ret,+harden-sls-ijmp \
-         -Zpatchable-function-entry=16,16",
-        &["kernel-abi", "rethunk", "sls", "call-padding"],
+         -Zpatchable-function-entry=16,16 -Zcf-protection=branch",
+        &["kernel-abi", "rethunk", "sls", "call-padding", "ibt"],
     );
     assert!(ok, "{err}");
 }

@@ -112,9 +112,12 @@ const LEAVE: u8 = 0xC9;
 /// function in `.noinstr.text` lies inside a region.
 fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
     // Markers: the entry's (statements), entry_asm's (template pieces), the softirq's, and the
-    // in-place path of every handler and of `run_on_irqstack`; one trampoline per handler (six)
+    // in-place path of every handler and of `run_on_irqstack`; one trampoline per handler (seven)
     // and one for the softirq's closure.
-    assert_eq!(begins.len(), ends.len(), "{begins:?} {ends:?}");
+    // One begin has no end: the glue of the #DF handler, which never returns (the compiler
+    // drops the unreachable end marker; no `ret` follows, so objtool has nothing to check).
+    assert_eq!(begins.len(), ends.len() + 1, "{begins:?} {ends:?}");
+    let mut open = 0;
     assert!(begins.len() >= 16, "begin records: {begins:?}");
     let noinstr = elf.section_by_name(".noinstr.text").unwrap().index();
     let all_calls = calls(elf, noinstr);
@@ -135,11 +138,14 @@ fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
             continue;
         }
         // The region ends at the closest end record after the begin.
-        let e = ends
+        let Some(e) = ends
             .iter()
             .filter(|e| e.section == b.section && e.offset > b.offset)
             .min_by_key(|e| e.offset)
-            .unwrap_or_else(|| panic!("begin at {:#x} has no end", b.offset));
+        else {
+            open += 1;
+            continue;
+        };
         regions.push(b.offset..e.offset);
         let inside: Vec<_> = all_calls
             .iter()
@@ -158,7 +164,14 @@ fn check_regions(elf: &ElfFile64<'_>, begins: &[Record], ends: &[Record]) {
             other => panic!("begin record points at byte {other:#x}, not a NOP or call"),
         }
     }
-    assert_eq!(trampolines, 7, "six handlers and one closure");
+    assert!(
+        open <= 1,
+        "only the diverging handler's region may stay open: {open}"
+    );
+    // Seven `#[on_irqstack]` handlers, two more that `#[idtentry(irq)]` and `(sysvec)` switch
+    // with (each in both forms the `&mut PtRegs` argument compiles: register and block, one
+    // picked by `size_of`), and the closure.
+    assert!(trampolines >= 10, "{trampolines} trampolines");
     let traced: Vec<_> = all_calls
         .iter()
         .filter(|(_, f)| f == "irqstack_km_trace")

@@ -3,7 +3,7 @@
 //! them with examples; generated code reaches the runtime through the facade's hidden
 //! `__private` module.
 //!
-//! One module per macro (`on_irqstack`, `noinstr`, `marker`), parsing of attribute arguments in
+//! One module per macro (`on_irqstack`, `idtentry`, `noinstr`, `marker`), parsing of attribute arguments in
 //! `attr`, checks in `valid`, type classification in `classify`, label numbers in `label`. Every
 //! entry point returns tokens for any input: errors become `compile_error!` at the offending
 //! token, never a panic.
@@ -13,6 +13,7 @@ use proc_macro::TokenStream;
 
 mod attr;
 mod classify;
+mod idtentry;
 mod label;
 mod marker;
 #[cfg(test)]
@@ -33,6 +34,13 @@ pub fn on_irqstack(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn noinstr(attr: TokenStream, item: TokenStream) -> TokenStream {
     noinstr::expand(attr.into(), item.into()).into()
+}
+
+/// Generates an x86-64 interrupt entry stub for a handler, like Linux's `DEFINE_IDTENTRY*`.
+/// See the `irqstack` crate documentation.
+#[proc_macro_attribute]
+pub fn idtentry(attr: TokenStream, item: TokenStream) -> TokenStream {
+    idtentry::expand(attr.into(), item.into()).into()
 }
 
 /// Implementation of `instr_begin!`, `instr_end!`, `instr_begin_insn!` and `instr_end_insn!`.

@@ -104,6 +104,30 @@ pub unsafe trait Backend {
     /// the kernel's `lockdep_assert_irqs_disabled()`. The default does nothing.
     #[inline(always)]
     fn assert_irqs_disabled() {}
+
+    /// `#[idtentry]` glue calls this first, in `noinstr` context with interrupts off, before the
+    /// handler (the kernel's `irqentry_enter()`: RCU, context tracking, lockdep). What it
+    /// returns is handed to [`irqentry_exit`](Backend::irqentry_exit). The default does nothing.
+    #[inline(always)]
+    fn irqentry_enter(_regs: &mut crate::PtRegs) -> usize {
+        0
+    }
+
+    /// `#[idtentry]` glue calls this last, after the handler returned (the kernel's
+    /// `irqentry_exit()`), with the state [`irqentry_enter`](Backend::irqentry_enter) returned.
+    /// The default does nothing.
+    #[inline(always)]
+    fn irqentry_exit(_regs: &mut crate::PtRegs, _state: usize) {}
+
+    /// Runs on the IRQ stack right before a device or system vector handler (the kernel's
+    /// `irq_enter_rcu()`). The default does nothing.
+    #[inline(always)]
+    fn irq_enter_rcu() {}
+
+    /// Runs on the IRQ stack right after a device or system vector handler (the kernel's
+    /// `irq_exit_rcu()`, which also runs pending softirqs). The default does nothing.
+    #[inline(always)]
+    fn irq_exit_rcu() {}
 }
 
 /// Names the [`Backend`] of a `no_std` build. Use it exactly once, in the final binary (or
@@ -165,6 +189,42 @@ macro_rules! set_backend {
             fn _irqstack_no_backend__call_irqstack_set_backend_top_slot()
             -> ::core::option::Option<usize> {
                 <$backend as $crate::Backend>::top_slot()
+            }
+        };
+
+        const _: () = {
+            // The entry hooks of `#[idtentry]` glue, in `.noinstr.text` like the glue.
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_irqentry_enter(
+                regs: &mut $crate::PtRegs,
+            ) -> usize {
+                <$backend as $crate::Backend>::irqentry_enter(regs)
+            }
+
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_irqentry_exit(
+                regs: &mut $crate::PtRegs,
+                state: usize,
+            ) {
+                <$backend as $crate::Backend>::irqentry_exit(regs, state)
+            }
+
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_irq_enter_rcu() {
+                <$backend as $crate::Backend>::irq_enter_rcu()
+            }
+
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = ".noinstr.text")]
+            #[inline(never)]
+            fn _irqstack_no_backend__call_irqstack_set_backend_irq_exit_rcu() {
+                <$backend as $crate::Backend>::irq_exit_rcu()
             }
         };
 

@@ -35,8 +35,11 @@ compile_error!(
      on. Turn off `std` (default-features = false) or `kernel-abi`."
 );
 
+mod arch;
 mod backend_trait;
-mod pieces;
+pub use arch::PtRegs;
+#[doc(hidden)]
+pub mod entry_hooks;
 
 #[doc(hidden)]
 pub use backend_trait::__assert_percpu_types;
@@ -310,4 +313,5 @@ unsafe extern "sysv64-unwind" fn closure_trampoline<F: FnOnce() -> R, R>(
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::{Switch, try_enter};
+    pub use crate::entry_hooks;
 }

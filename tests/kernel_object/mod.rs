@@ -54,7 +54,7 @@ pub const KERNEL_RUSTFLAGS: &[&str] = &[
 ];
 
 /// The irqstack features that match [`KERNEL_RUSTFLAGS`].
-pub const KERNEL_FEATURES: &[&str] = &["kernel-abi", "rethunk", "sls", "call-padding"];
+pub const KERNEL_FEATURES: &[&str] = &["kernel-abi", "rethunk", "sls", "call-padding", "ibt"];
 
 /// The bare-metal target of the kernel builds.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -81,6 +81,26 @@ pub fn kernel_objtool_flags(version: &str) -> Vec<&'static str> {
         flags.extend(["--hacks=skylake", "--prefix=16"]);
     }
     flags
+}
+
+/// The kernel-flag object that objtool `version` reads: unwind hints in its encoding (Linux
+/// renumbered them in 6.4; feature `objtool-legacy-hints` before that). `negative` adds the
+/// deliberately unmarked call.
+pub fn build_kernel_for(version: &str, negative: bool) -> PathBuf {
+    let legacy = version == "6.1";
+    let mut features = Vec::new();
+    if legacy {
+        features.push("objtool-legacy-hints");
+    }
+    if negative {
+        features.push("negative");
+    }
+    let variant = format!(
+        "kernel-{}{}",
+        if negative { "negative" } else { "clean" },
+        if legacy { "-legacy-hints" } else { "" }
+    );
+    build_kernel(&variant, &features, &[])
 }
 
 /// Builds `examples/kernel_module` with `features` (plus [`KERNEL_FEATURES`]) for

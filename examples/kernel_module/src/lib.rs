@@ -120,6 +120,19 @@ fn irqstack_km_regs(regs: &mut Regs, vector: u64) -> u64 {
     regs.flags ^ vector
 }
 
+/// Named lifetimes, in and out.
+#[on_irqstack]
+fn irqstack_km_pick<'a>(a: &'a mut u64, b: &'a mut u64, first: bool) -> &'a mut u64 {
+    if first { a } else { b }
+}
+
+/// See [`irqstack_km_call_float`].
+#[noinstr]
+#[unsafe(no_mangle)]
+pub extern "C" fn irqstack_km_call_pick(a: &mut u64, b: &mut u64) {
+    *irqstack_km_pick(a, b, true) += 1;
+}
+
 /// The state queries from `noinstr` code: `irqstack_active()`, `interrupted_sp()` and
 /// `irq_stack_bounds()` must not leave `.noinstr.text` either.
 #[noinstr]
@@ -180,6 +193,95 @@ pub extern "C" fn irqstack_km_softirq(pending: u64) -> u64 {
         pending.count_ones().into()
     })
 }
+
+/// Interrupt entry (`#[idtentry]`): one handler of every kind. Their stubs are `asm_<name>`.
+mod entry {
+    use irqstack::{PtRegs, idtentry};
+
+    /// #UD: no error code.
+    #[idtentry]
+    pub fn irqstack_km_exc_invalid_op(regs: &mut PtRegs) {
+        regs.ip += 2;
+    }
+
+    /// #GP: an error code.
+    #[idtentry(error_code)]
+    pub fn irqstack_km_exc_general_protection(regs: &mut PtRegs, error_code: u64) {
+        // SAFETY: an ordinary C function taking a plain integer.
+        unsafe { super::irqstack_km_trace(error_code) };
+        regs.ip += 2;
+    }
+
+    /// Device interrupts: one stub per vector, all landing here with their vector number.
+    #[idtentry(irq)]
+    pub fn irqstack_km_common_interrupt(regs: &mut PtRegs, vector: u8) {
+        // SAFETY: as above.
+        unsafe { super::irqstack_km_trace(u64::from(vector)) };
+        regs.ax = regs.ax.wrapping_add(1);
+    }
+
+    /// A system vector (the local APIC timer).
+    #[idtentry(sysvec)]
+    pub fn irqstack_km_sysvec_timer(regs: &mut PtRegs) {
+        // SAFETY: as above.
+        unsafe { super::irqstack_km_trace(regs.ip) };
+    }
+
+    /// NMI: on its IST stack, never switches.
+    #[idtentry(ist)]
+    pub fn irqstack_km_exc_nmi(regs: &mut PtRegs) {
+        // SAFETY: as above.
+        unsafe { super::irqstack_km_trace(regs.ip) };
+    }
+
+    /// #DF: IST with an error code, does not return.
+    #[idtentry(ist, error_code)]
+    pub fn irqstack_km_exc_double_fault(_regs: &mut PtRegs, error_code: u64) -> ! {
+        loop {
+            // SAFETY: as above.
+            unsafe { super::irqstack_km_trace(error_code) };
+        }
+    }
+
+    /// The IDT addresses, as a kernel fills its table (and, with IBT, every one an `endbr64`).
+    #[unsafe(no_mangle)]
+    pub extern "C" fn irqstack_km_idt_addresses(out: &mut [usize; 7]) {
+        *out = [
+            asm_irqstack_km_exc_invalid_op as usize,
+            asm_irqstack_km_exc_general_protection as usize,
+            asm_irqstack_km_sysvec_timer as usize,
+            asm_irqstack_km_exc_nmi as usize,
+            asm_irqstack_km_exc_double_fault as usize,
+            asm_irqstack_km_common_interrupt_entry(32).unwrap_or(0),
+            asm_irqstack_km_common_interrupt_entry(255).unwrap_or(0),
+        ];
+    }
+}
+
+// Negative oracle for the unwind hints: an entry stub whose hint names no register objtool
+// knows as a stack base (11). objtool must reject it ("unsupported unwind_hint sp base reg").
+#[cfg(feature = "broken-hint")]
+core::arch::global_asm!(
+    ".pushsection .noinstr.text, \"ax\", @progbits",
+    ".globl irqstack_km_broken_stub",
+    ".type irqstack_km_broken_stub, @notype",
+    "irqstack_km_broken_stub:",
+    "4739980:",
+    ".pushsection .discard.unwind_hints",
+    ".long 4739980b - .",
+    ".short 0",
+    ".byte 11",
+    ".byte 4",
+    ".byte 1",
+    ".balign 4",
+    ".popsection",
+    "endbr64",
+    "push -1",
+    "add rsp, 8",
+    "iretq",
+    ".size irqstack_km_broken_stub, . - irqstack_km_broken_stub",
+    ".popsection",
+);
 
 /// (b) Negative oracle: a `noinstr` function calling instrumentable code without markers.
 /// objtool must report exactly this call.
