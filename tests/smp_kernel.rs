@@ -255,6 +255,7 @@ fn expected_checks(variant: &str) -> Vec<&'static str> {
         "ipi",
         "self-ipi",
         "shapes",
+        "idtentry-sysvec",
         "irq-stack-depth",
         "backtrace",
     ];
@@ -335,6 +336,7 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
         "ipi",
         "self-ipi",
         "shapes",
+        "idtentry-sysvec",
     ] {
         assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
     }

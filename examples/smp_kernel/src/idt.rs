@@ -61,6 +61,8 @@ pub const CALL_FUNCTION_VECTOR_BASE: u8 = 0xf8;
 /// A "device" interrupt raised as a self-IPI (the `DEFINE_IDTENTRY_IRQ` shape: vector in orig_ax).
 pub const DEVICE_VECTOR: u8 = 0x41;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// A "reschedule" IPI whose stub and glue come from the library's `#[idtentry(sysvec)]`.
+pub const RESCHEDULE_VECTOR: u8 = 0xfd;
 
 /// The register saves and the call, shared by all stubs. `$orig` pushes the orig_ax slot (empty
 /// for exceptions whose error code the CPU pushed).
@@ -372,6 +374,7 @@ pub fn init() {
     }
     idt[usize::from(DEVICE_VECTOR)] = gate(asm_common_interrupt, 0);
     idt[usize::from(SPURIOUS_VECTOR)] = gate(asm_sysvec_spurious, 0);
+    idt[usize::from(RESCHEDULE_VECTOR)] = gate(crate::work::asm_sysvec_reschedule_ipi, 0);
 }
 
 /// Loads the IDT on this CPU.

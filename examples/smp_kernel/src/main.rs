@@ -256,6 +256,7 @@ fn finish() -> ! {
         }) && (0..n).all(|c| {
             STATS[c].device_sent.load(Ordering::SeqCst)
                 == STATS[c].device_handled.load(Ordering::SeqCst)
+                && !work::RESCHED_PENDING[c].load(Ordering::SeqCst)
         })
     };
     while STOPPED.load(Ordering::SeqCst) < n || !all_handled() {
@@ -361,6 +362,26 @@ fn finish() -> ! {
     println!(
         "check shapes: ok {:?} (f64, f32, seven u64, 40-byte struct, &mut, i128; switched, softirq, hardirq)",
         &sh[..n]
+    );
+
+    let resched = per_cpu(&|c| l(&work::RESCHED_HANDLED[c]));
+    let resched_sent = per_cpu(&|c| (0..n).map(|src| l(&work::RESCHED_SENT[src][c])).sum());
+    let resched_nested = per_cpu(&|c| l(&work::RESCHED_NESTED[c]));
+    check!(
+        resched == resched_sent && (n == 1 || resched[..n].iter().all(|&x| x > 0)),
+        "reschedule IPIs handled {:?}, sent {:?}",
+        &resched[..n],
+        &resched_sent[..n]
+    );
+    check!(
+        n == 1 || resched_nested[..n].iter().all(|&x| x > 0),
+        "reschedule IPIs that arrived on the IRQ stack: {:?}",
+        &resched_nested[..n]
+    );
+    println!(
+        "check idtentry-sysvec: ok {:?} (reschedule IPIs through #[idtentry(sysvec)], each once; {:?} nested)",
+        &resched[..n],
+        &resched_nested[..n]
     );
 
     let depth = per_cpu(&|c| percpu::irq_stack_depth(c) as u64);

@@ -70,6 +70,14 @@ pub static STATS: [CpuStats; MAX_CPUS] = [const { CpuStats::new() }; MAX_CPUS];
 /// IPI_SENT[src][dst], IPI_HANDLED[dst][src].
 pub static IPI_SENT: [[AtomicU64; MAX_CPUS]; MAX_CPUS] = [const { [Z; MAX_CPUS] }; MAX_CPUS];
 pub static IPI_HANDLED: [[AtomicU64; MAX_CPUS]; MAX_CPUS] = [const { [Z; MAX_CPUS] }; MAX_CPUS];
+/// Reschedule IPIs (through `#[idtentry(sysvec)]`): RESCHED_SENT[src][dst] counts those sent,
+/// RESCHED_PENDING[dst] says one is on its way to `dst` (a single vector for every sender, so
+/// at most one in flight per receiver keeps any from coalescing), RESCHED_HANDLED[dst] counts.
+pub static RESCHED_SENT: [[AtomicU64; MAX_CPUS]; MAX_CPUS] = [const { [Z; MAX_CPUS] }; MAX_CPUS];
+pub static RESCHED_PENDING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+pub static RESCHED_HANDLED: [AtomicU64; MAX_CPUS] = [Z; MAX_CPUS];
+/// Reschedule IPIs that arrived on the IRQ stack (in the softirq) and ran in place.
+pub static RESCHED_NESTED: [AtomicU64; MAX_CPUS] = [Z; MAX_CPUS];
 
 pub static NCPUS: AtomicUsize = AtomicUsize::new(1);
 /// Set by the BSP when every CPU has done its share: CPUs stop their timers.
@@ -277,6 +285,17 @@ fn timer_interrupt(regs: &mut Regs, vector: u64) {
             hw::send_ipi(dst as u32, idt::CALL_FUNCTION_VECTOR_BASE + cpu as u8);
         }
     }
+    // A reschedule IPI to the next CPU, if none is on its way there.
+    if n > 1 {
+        let dst = (cpu + 1) % n;
+        if RESCHED_PENDING[dst]
+            .compare_exchange(false, true, Relaxed, Relaxed)
+            .is_ok()
+        {
+            RESCHED_SENT[cpu][dst].fetch_add(1, Relaxed);
+            hw::send_ipi(dst as u32, idt::RESCHEDULE_VECTOR);
+        }
+    }
     // A self-IPI raised from inside the handler: it arrives as soon as interrupts are enabled.
     if t.is_multiple_of(3) {
         raise_device_irq();
@@ -321,6 +340,51 @@ fn call_function_interrupt(regs: &mut Regs, vector: u64) {
     check!(
         handled <= sent,
         "call-function IPI from CPU {src} handled {handled} times, sent {sent}"
+    );
+}
+
+/// The reschedule IPI, with the library's own entry: `#[idtentry(sysvec)]` generates the stub
+/// `asm_sysvec_reschedule_ipi` (in the IDT) and glue that runs this body on the CPU's IRQ stack
+/// (or in place when the stack is in use), as Linux's `DEFINE_IDTENTRY_SYSVEC` does.
+#[irqstack::idtentry(sysvec)]
+pub fn sysvec_reschedule_ipi(regs: &mut irqstack::PtRegs) {
+    let cpu = cpu_id() as usize;
+    let mine = irq_stack(cpu);
+    let sp = current_sp();
+    check!(
+        mine.contains(&sp) && irqstack_active() && crate::percpu::irq_stack_in_use(),
+        "reschedule (#[idtentry]): sp {sp:#x} is not on CPU {cpu}'s IRQ stack {mine:#x?}"
+    );
+    check!(!hw::irqs_enabled(), "reschedule: interrupts enabled");
+    check!(
+        regs.orig_ax == u64::MAX - u64::from(idt::RESCHEDULE_VECTOR) || regs.orig_ax == u64::MAX,
+        "reschedule: orig_ax {:#x}",
+        regs.orig_ax
+    );
+    check_alignment("reschedule");
+    if mine.contains(&(regs.sp as usize)) {
+        check!(
+            sp < regs.sp as usize,
+            "reschedule: nested but not below the interrupted sp"
+        );
+        RESCHED_NESTED[cpu].fetch_add(1, Relaxed);
+    } else {
+        check!(
+            task_stack(cpu).contains(&(regs.sp as usize)),
+            "reschedule: arrived on an unknown stack, sp {:#x}",
+            regs.sp
+        );
+        let isp = irqstack::interrupted_sp().unwrap_or(0);
+        check!(
+            task_stack(cpu).contains(&isp) && isp < regs as *const _ as usize,
+            "reschedule: interrupted_sp() {isp:#x} does not lead below the entry frame"
+        );
+    }
+    hw::apic_eoi();
+    RESCHED_HANDLED[cpu].fetch_add(1, Relaxed);
+    check!(
+        RESCHED_PENDING[cpu].swap(false, Relaxed),
+        "reschedule IPI handled that was not sent"
     );
 }
 
