@@ -3,7 +3,7 @@
 //! 40-byte struct by value. Every row computes `x.wrapping_add(1)` with `x` and the result behind
 //! `black_box`, in the same run, so the rows can be compared with each other.
 //!
-//! Run: `cargo bench --bench switch` (about 30 s). `scripts/bench-criterion.sh` runs it and prints
+//! Run: `cargo bench -p irqstack-bench --bench switch` (about 30 s). `scripts/bench-criterion.sh` runs it and prints
 //! the medians as a table. Wall-clock numbers on a shared 2-core machine are noisy; the
 //! instruction counts of `benches/icount.rs` are the stable measure.
 
@@ -14,6 +14,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "common/rows.rs"]
 mod rows;
+
+#[path = "common/alternatives.rs"]
+mod alternatives;
 
 fn calls(c: &mut Criterion) {
     // Create the IRQ stack now, not inside the first measured call.
@@ -67,12 +70,24 @@ fn calls(c: &mut Criterion) {
     g.bench_function("8_switched_struct40", |b| {
         b.iter(|| rows::switched_struct(rows::Frame40::splat(x)))
     });
+    // The README's comparison table: another library's stack switch, and signals.
+    let mut coro_stack = alternatives::CoroStack::new(irqstack::DEFAULT_IRQ_STACK_SIZE);
+    g.bench_function("9a_corosensei_on_stack", |b| {
+        b.iter(|| coro_stack.call(black_box(x)))
+    });
+    let signals = alternatives::Signals::install(irqstack::DEFAULT_IRQ_STACK_SIZE);
+    g.bench_function("9b_signal_sigaltstack", |b| {
+        b.iter(|| signals.raise(alternatives::Signals::ALTSTACK, black_box(x)))
+    });
+    g.bench_function("9c_signal_on_irqstack", |b| {
+        b.iter(|| signals.raise(alternatives::Signals::IRQSTACK, black_box(x)))
+    });
     g.finish();
 }
 
 criterion_group! {
     name = benches;
-    // Short runs: ten rows in about 30 s. CI only builds this (`cargo bench --no-run`).
+    // Short runs: thirteen rows in about 40 s. CI only builds this (`cargo bench -p irqstack-bench --no-run`).
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))

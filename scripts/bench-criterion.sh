@@ -28,7 +28,7 @@ ratios=()
 loads=()
 for ((r = 1; r <= ROUNDS; r++)); do
     echo "== round $r of $ROUNDS" >&2
-    cargo bench --bench switch -- --noplot "$@" >&2
+    cargo bench -p irqstack-bench --bench switch -- --noplot "$@" >&2
     loads+=("$(cut -d' ' -f1 /proc/loadavg)")
     for d in "$dir"/*/; do
         row=$(basename "$d")
@@ -63,6 +63,6 @@ fi
 echo
 echo "== paired, in the loops of benches/icount.rs (alternating batches, one process)"
 for ((r = 1; r <= PAIRED; r++)); do
-    cargo bench -q --bench icount -- pair switched psm 2>/dev/null
+    cargo bench -q -p irqstack-bench --bench icount -- pair switched psm 2>/dev/null
 done
-cargo bench -q --bench icount -- pair nested direct 2>/dev/null
+cargo bench -q -p irqstack-bench --bench icount -- pair nested direct 2>/dev/null

@@ -23,8 +23,8 @@ done
 # The bench binary itself (`cargo bench` builds it; the bench profile keeps debug info). irqstack
 # reads the page size through libc's copy of the aux vector (rustix `use-libc-auxv`), so the
 # binary runs under valgrind as it is.
-echo "== build (cargo bench --bench icount --no-run)" >&2
-bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null \
+echo "== build (cargo bench -p irqstack-bench --bench icount --no-run)" >&2
+bin=$(cargo bench -p irqstack-bench --bench icount --no-run --message-format=json 2>/dev/null \
     | jq -r 'select(.reason == "compiler-artifact" and .target.name == "icount"
                     and .executable != null) | .executable' | tail -n1)
 [ -x "$bin" ] || { echo "bench-icount: no icount executable found" >&2; exit 1; }

@@ -24,6 +24,18 @@
 //!
 //! The user-space backend (feature `std`, on by default) gives each thread a guard-paged IRQ
 //! stack created on first use. Kernel crates turn `std` off and plug in their per-CPU data.
+//!
+//! # Cargo features
+//!
+//! - `std` (default): the user-space backend.
+//! - `kernel-abi`: the kernel's stack layout, top of stack minus 8 and 8-byte alignment (only
+//!   without `std`; it sets [`TOP_SLOT_OFFSET`]).
+//! - `rethunk`, `sls`: generated returns go through `__x86_return_thunk` / get an `int3` after
+//!   them, for kernels built with `CONFIG_MITIGATION_RETHUNK` / `CONFIG_MITIGATION_SLS`.
+//! - `objtool-annotate`: the marker records of Linux 6.14 and later.
+//!
+//! The README's "Which feature do I need" maps kernel configurations to features and compiler
+//! flags. docs.rs builds these docs with `std`, `objtool-annotate`, `rethunk` and `sls`.
 #![no_std]
 #![deny(missing_docs)]
 

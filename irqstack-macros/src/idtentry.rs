@@ -124,7 +124,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             if let Err(e) = args {
                 errors.push(e);
             }
-            errors.push(valid::not_a_function(&other));
+            errors.push(Error::new(
+                valid::first_token_span(&other),
+                "`#[idtentry]` generates the interrupt entry stub of a handler function; put it \
+                 on a `fn(regs: &mut irqstack::PtRegs, ...)`",
+            ));
             return errors.emit_with(item);
         }
         Err(_) => {

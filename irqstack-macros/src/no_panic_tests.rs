@@ -676,6 +676,28 @@ proptest! {
         }
     }
 
+    /// `#[idtentry]`: any arguments (a kind, `crate = path`, random tokens) and any item give
+    /// the stub or a `compile_error!`, never a panic; valid output always has its stub.
+    #[test]
+    fn idtentry_never_panics(
+        args in prop_oneof![
+            Just(TokenStream::new()),
+            Just(ts("error_code")),
+            Just(ts("irq")),
+            Just(ts("sysvec")),
+            Just(ts("ist")),
+            Just(ts("ist, error_code")),
+            Just(ts("irq, sysvec")),
+            random_stream(),
+        ],
+        item in prop_oneof![chaos_item(), Just(ts("fn h(regs: &mut PtRegs) {}")), Just(ts("fn h(regs: &mut PtRegs, c: u64) {}"))],
+    ) {
+        let out = crate::idtentry::expand(args, item);
+        if errors(&out).is_empty() {
+            prop_assert!(has_ident(&out, "idt_stub"), "{}", out);
+        }
+    }
+
     #[test]
     fn marker_never_panics(
         input in prop_oneof![

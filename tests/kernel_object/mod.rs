@@ -15,8 +15,14 @@ use std::sync::Mutex;
 /// by this test binary, by variant.
 static BUILD: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
 
+/// The repository root (this module is also compiled into `irqstack-tests`, one level down).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("examples/kernel_module").is_dir())
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Builds `examples/kernel_module` with `features` and `extra` rustc flags into an object file
@@ -117,27 +123,14 @@ pub fn build_kernel(variant: &str, features: &[&str], extra: &[&str]) -> PathBuf
 /// not: says so loudly and returns false, or fails under `CI=true` /
 /// `IRQSTACK_REQUIRE_OBJTOOL=1`.
 pub fn required_target(target: &str) -> bool {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    if Path::new(&sysroot)
-        .join("lib/rustlib")
-        .join(target)
-        .join("lib")
-        .is_dir()
-    {
+    if skip::target_installed(target) {
         return true;
     }
-    let required = std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
-    eprintln!(
-        "\n*** target {target} NOT INSTALLED: the kernel-build checks did NOT run ***\n\
-         install it with `rustup target add {target}` (`.ci/run` does)\n"
+    skip::skip(
+        &format!("target {target}"),
+        &format!("rustup target add {target}"),
+        std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1"),
     );
-    assert!(!required, "target {target} is required (CI) but missing");
     false
 }
 
@@ -248,8 +241,12 @@ pub fn objtools() -> Vec<(String, PathBuf)> {
     found
 }
 
-/// The objtool binaries the tests need (6.1 and a 6.12), or `None` after saying loudly that the
-/// test did not run. Fails instead under `CI=true` or `IRQSTACK_REQUIRE_OBJTOOL=1`.
+/// The "skipped" line and its CI rule, shared by every test that needs a tool.
+#[path = "../support/skip.rs"]
+pub mod skip;
+
+/// The objtool binaries the tests need (6.1 and a 6.12), or `None` after a "skipped" line
+/// ([`skip::skip`]). Fails instead under CI or with `IRQSTACK_REQUIRE_OBJTOOL=1`.
 pub fn required_objtools() -> Option<Vec<(String, PathBuf)>> {
     let tools = objtools();
     let has = |p: &str| {
@@ -260,18 +257,11 @@ pub fn required_objtools() -> Option<Vec<(String, PathBuf)>> {
     if has("6.1") && has("6.12") {
         return Some(tools);
     }
-    let required = std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
-    eprintln!(
-        "\n*** objtool NOT FOUND (have: {tools:?}): the objtool checks did NOT run ***\n\
-         install Debian's linux-kbuild-6.1 and linux-kbuild-6.12.* packages \
-         (`.ci/run` does), e.g.\n    apt-get install linux-kbuild-6.1 \
-         $(apt-cache search --names-only '^linux-kbuild-6\\.12' | sort -V | tail -1 | cut -d' ' -f1)\n"
-    );
-    assert!(
-        !required,
-        "objtool is required (CI=true or IRQSTACK_REQUIRE_OBJTOOL=1) but missing"
-    );
+    let what = format!("objtool 6.1 and 6.12 (found: {tools:?})");
+    let install = "apt-get install linux-kbuild-6.1 $(apt-cache search --names-only \
+                   '^linux-kbuild-6\\.12' | cut -d' ' -f1 | sort -V | tail -n 1)";
+    let required = std::env::var("IRQSTACK_REQUIRE_OBJTOOL").is_ok_and(|v| v == "1");
+    skip::skip(&what, install, required);
     None
 }
 

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "skip.rs"]
+pub mod skip;
+
 use std::ops::Range;
 use std::process::{Command, Output};
 
@@ -148,7 +151,7 @@ pub unsafe fn interrupted_regs(ctx: *mut libc::c_void) -> (usize, usize) {
     )
 }
 
-/// Whether we run under CI (`CI` set): tools that the tests need must then be present.
+/// Whether tools that the tests need must be present (under CI): see [`skip::tools_required`].
 pub fn under_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+    skip::tools_required()
 }

@@ -6,6 +6,8 @@
 //! Handlers cannot assert (a panic in an `extern "C"` signal handler aborts the process, and the
 //! report would be lost), so they record what they saw in atomics and the test asserts after.
 
+// Shared with the other reliability tests, in the `irqstack` package.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::cell::Cell;

@@ -5,14 +5,19 @@
 //! status (isa-debug-exit: 33 pass, 35 failure, 69 the expected IRQ-stack overflow; a triple
 //! fault exits with 0, which never counts as a pass).
 //!
-//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target: without them each test says
-//! so on the terminal and passes, unless `CI=true` or `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
+//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target: without them each test
+//! prints a "skipped" line and passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or
+//! `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
 //!
-//! `cargo test --test smp_kernel -- --nocapture` shows the kernel's report (a table per CPU).
+//! `cargo test -p irqstack-tests --test smp_kernel -- --nocapture --test-threads=1` shows the
+//! kernel's report (a table per CPU).
 
+#[path = "../../tests/kernel_object/mod.rs"]
 mod kernel_object;
 
-use std::io::{Read, Write};
+use kernel_object::skip;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -27,57 +32,34 @@ const CPUS: usize = 4;
 static BUILD: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
+    // This package lives in `irqstack-tests/`; the kernel and the shared helpers at the root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
-/// Writes to the terminal even under libtest's output capture (which only catches the print
-/// macros), so a skipped check cannot go unnoticed.
-fn loud(msg: &str) {
-    let _ = std::io::stderr().write_all(format!("\n*** {msg} ***\n").as_bytes());
-}
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1")
-}
-
-/// Whether QEMU and the bare-metal target are here; if not, says so (and fails when required).
+/// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
+/// when tools are required: CI, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`).
 fn tools_present() -> bool {
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let target = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .is_some_and(|s| {
-            Path::new(&s)
-                .join("lib/rustlib/x86_64-unknown-none")
-                .exists()
-        });
-    if qemu && target {
-        return true;
+    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+    if !skip::command_runs("qemu-system-x86_64", &["--version"]) {
+        skip::skip(
+            "qemu-system-x86_64",
+            "apt-get install qemu-system-x86",
+            also,
+        );
+        return false;
     }
-    let what = match (qemu, target) {
-        (false, false) => {
-            "qemu-system-x86_64 not installed and the x86_64-unknown-none target missing"
-        }
-        (false, true) => "qemu-system-x86_64 not installed",
-        _ => {
-            "the x86_64-unknown-none target is not installed (rustup target add x86_64-unknown-none)"
-        }
-    };
-    loud(&format!(
-        "skipped: {what}; CI requires it (apt-get install qemu-system-x86; the SMP kernel did NOT boot)"
-    ));
-    assert!(
-        !required(),
-        "{what}, but CI=true or IRQSTACK_REQUIRE_QEMU=1 requires the QEMU kernel tests"
-    );
-    false
+    if !skip::target_installed("x86_64-unknown-none") {
+        skip::skip(
+            "the x86_64-unknown-none target",
+            "rustup target add x86_64-unknown-none",
+            also,
+        );
+        return false;
+    }
+    true
 }
 
 /// The kernel's Rust flags: for `hardened`, the full set a hardened Linux build passes

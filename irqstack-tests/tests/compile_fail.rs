@@ -6,7 +6,8 @@
 //! `rust-toolchain.toml`; other compilers may word rustc's own parts differently.
 //!
 //! To bless (rewrite) the expected output after a deliberate change, run
-//! `TRYBUILD=overwrite cargo test --test compile_fail` and review the diff of `tests/ui/*.stderr`.
+//! `TRYBUILD=overwrite cargo test -p irqstack-tests --test compile_fail` and review the diff of
+//! `irqstack-tests/tests/ui/*.stderr`.
 
 #[test]
 fn ui() {

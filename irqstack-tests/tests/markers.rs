@@ -1,6 +1,8 @@
 //! Instrumentation markers at the byte level, in both record formats; label capture in Intel
 //! and AT&T templates; duplication by inlining.
 
+// Shared with the objtool tests of the `irqstack` package.
+#[path = "../../tests/kernel_object/mod.rs"]
 mod kernel_object;
 
 use std::collections::BTreeMap;
