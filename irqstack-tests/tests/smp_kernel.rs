@@ -482,6 +482,33 @@ fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
         ctx()
     );
     assert!(line.contains("#DF on IST stack"), "{}", ctx());
+    // The fault came from the bottom of that CPU's IRQ stack (the #PF could not push its frame
+    // there), and the #DF ran elsewhere, on its IST stack.
+    let field = |key: &str| {
+        let v = line.split(key).nth(1).unwrap();
+        let v = v.trim_start_matches("0x").split([',', ' ']).next().unwrap();
+        u64::from_str_radix(v, 16).unwrap()
+    };
+    let stack_lo = guard_lo + 0x4000;
+    let rsp = field("interrupted rsp ");
+    assert!(
+        (guard_lo..stack_lo + 0x1000).contains(&rsp),
+        "interrupted rsp {rsp:#x} not at the bottom of CPU {cpu}'s IRQ stack\n{}",
+        ctx()
+    );
+    let rip = field("rip ");
+    let name = resolve(&symbols(&kernel), rip + 1);
+    assert!(
+        name.contains("recurse"),
+        "the overflow happened in {name}, not in the recursion\n{}",
+        ctx()
+    );
+    let ist_sp = field("#DF on IST stack sp ");
+    assert!(
+        !(guard_lo..stack_lo + 0x4000).contains(&ist_sp),
+        "the #DF ran on the IRQ stack\n{}",
+        ctx()
+    );
     assert!(
         !b.log.contains("FAIL") && !b.log.contains("PASS"),
         "{}",

@@ -248,11 +248,14 @@ extern "C" fn exception_entry(regs: &mut Regs, vector: u64) {
             crate::hw::print_locked(
                 format_args!(
                     "IRQ stack overflow on CPU {cpu}: fault address {cr2:#x} in guard page \
-                     [{:#x}, {:#x}), IRQ stack [{:#x}, {:#x}), #DF on IST stack sp {:#x}\n",
+                     [{:#x}, {:#x}), IRQ stack [{:#x}, {:#x}), interrupted rsp {:#x}, rip {:#x}, \
+                     #DF on IST stack sp {:#x}\n",
                     guard.start,
                     guard.end,
                     crate::percpu::irq_stack(cpu as usize).start,
                     crate::percpu::irq_stack(cpu as usize).end,
+                    regs.rsp,
+                    regs.rip,
                     crate::hw::current_sp(),
                 ),
                 true,
