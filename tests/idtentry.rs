@@ -101,6 +101,18 @@ fn stubs_save_the_frame_swap_gs_for_user_mode_and_return_with_iretq() {
             .iter()
             .position(|i| i.starts_with("call"))
             .unwrap_or_else(|| panic!("{name}: no call"));
+        // Every register but the three the stub sets (rdi, rsi, rbp) is cleared before the
+        // call, so no value of the interrupted code reaches the handler.
+        for reg in [
+            "eax", "ecx", "edx", "ebx", "r8d", "r9d", "r10d", "r11d", "r12d", "r13d", "r14d",
+            "r15d",
+        ] {
+            let xor = format!("xor {reg},{reg}");
+            assert!(
+                text[..call].contains(&xor.as_str()),
+                "{name}: {reg} not cleared: {text:#?}"
+            );
+        }
         assert!(
             text[call].contains("__irqstack_idtentry_glue_"),
             "{name}: calls its glue directly: {}",

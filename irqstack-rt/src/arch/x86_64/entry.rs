@@ -197,6 +197,9 @@ macro_rules! __irqstack_rt_endbr {
 /// [push -1]                   orig_ax when the CPU pushed no code
 /// push rdi ... push r15       the rest of PtRegs, in its layout; rsp now points at it
 /// HINT regs                   objtool: a full frame at rsp
+/// xor eax, eax ... r15d       clear what the interrupted code left in registers (rdi, rsi and
+///                             rbp are set below), so no value of its reaches the handler, not
+///                             even speculatively
 /// test byte [rsp+136], 3      cs of the interrupted code: from user mode?
 /// jz 1f; swapgs; 1:           then GS must become the kernel's before any per-CPU access
 /// mov rdi, rsp                first argument: &mut PtRegs
@@ -304,6 +307,11 @@ macro_rules! __irqstack_rt_idt_stub {
             "push r14\n.cfi_adjust_cfa_offset 8\n.cfi_rel_offset r14, 0\n",
             "push r15\n.cfi_adjust_cfa_offset 8\n.cfi_rel_offset r15, 0\n",
             $crate::__irqstack_rt_unwind_hint!(regs, "0", $l1),
+            // Nothing the interrupted code left in a register may reach the handler, not even
+            // speculatively (Linux's PUSH_AND_CLEAR_REGS): the values are in the frame.
+            "xor eax, eax\nxor ecx, ecx\nxor edx, edx\nxor ebx, ebx\n",
+            "xor r8d, r8d\nxor r9d, r9d\nxor r10d, r10d\nxor r11d, r11d\n",
+            "xor r12d, r12d\nxor r13d, r13d\nxor r14d, r14d\nxor r15d, r15d\n",
             "test byte ptr [rsp + 136], 3\n",
             "jz ", $l2, "f\n",
             "swapgs\n",
