@@ -199,7 +199,23 @@ macro_rules! set_backend {
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
             fn _irqstack_no_backend__call_irqstack_set_backend_assert_irqs_disabled() {
-                <$backend as $crate::Backend>::assert_irqs_disabled()
+                // A debugging check (like the kernel's `lockdep_assert_irqs_disabled()`) may
+                // report through instrumentable code: inside an instrumentation region.
+                // SAFETY: a NOP and a discarded record; no registers, memory or flags change.
+                unsafe {
+                    ::core::arch::asm!(
+                        $crate::__irqstack_rt_instr_insn!(begin, "4739970"),
+                        options(nomem, nostack, preserves_flags)
+                    )
+                };
+                <$backend as $crate::Backend>::assert_irqs_disabled();
+                // SAFETY: as above.
+                unsafe {
+                    ::core::arch::asm!(
+                        $crate::__irqstack_rt_instr_insn!(end, "4739971"),
+                        options(nomem, nostack, preserves_flags)
+                    )
+                };
             }
 
             // The entry hooks of `#[idtentry]` glue, in `.noinstr.text` like the glue.

@@ -1,0 +1,243 @@
+//! Per-CPU data behind `%gs`, IRQ stacks with guard pages, TSS with IST stacks.
+//!
+//! Per-CPU variables live in `.data.percpu` (the template, between `__percpu_start` and
+//! `__percpu_end`). Each CPU gets a copy in `PERCPU_AREAS` and sets its GS base to
+//! `copy - __percpu_start`, so `mov reg, gs:[rip + var]` (what `gs_percpu_backend!` emits) reads
+//! `GS base + &var` = this CPU's copy of `var`: Linux's PC-relative per-CPU addressing.
+//!
+//! IRQ stacks: each CPU's 16 KiB stack is backed by `IRQ_STACK_MEM` and mapped with 4 KiB pages
+//! in a region of its own at `IRQ_REGION` (4 GiB), slot `cpu`: 16 KiB unmapped (the guard) then
+//! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::MAX_CPUS;
+
+/// `hardirq_stack_ptr`: this CPU's top slot, `top - 8` (Linux's `IRQ_STACK_SIZE - 8`,
+/// `irqstack::TOP_SLOT_OFFSET` with feature `kernel-abi`).
+#[allow(non_upper_case_globals)]
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.percpu")]
+pub static mut hardirq_stack_ptr: usize = 0;
+
+/// `hardirq_stack_inuse`.
+#[allow(non_upper_case_globals)]
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.percpu")]
+pub static mut hardirq_stack_inuse: bool = false;
+
+/// This CPU's number (0..MAX_CPUS), `cpu_number` in Linux.
+#[unsafe(link_section = ".data.percpu")]
+static mut CPU_NUMBER: u32 = u32::MAX;
+
+pub const IRQ_STACK_SIZE: usize = 16 * 1024;
+/// Virtual base of the IRQ-stack region (PDPT entry 4 in boot.rs).
+pub const IRQ_REGION: usize = 0x1_0000_0000;
+/// Per CPU: 16 KiB of guard (unmapped), then the 16 KiB stack.
+pub const IRQ_SLOT: usize = 2 * IRQ_STACK_SIZE;
+pub const GUARD_SIZE: usize = IRQ_SLOT - IRQ_STACK_SIZE;
+
+const PERCPU_AREA_SIZE: usize = 4096;
+
+#[repr(C, align(4096))]
+pub struct Pages<const N: usize>([u8; N]);
+
+static mut PERCPU_AREAS: [Pages<PERCPU_AREA_SIZE>; MAX_CPUS] =
+    [const { Pages([0; PERCPU_AREA_SIZE]) }; MAX_CPUS];
+static mut IRQ_STACK_MEM: [Pages<IRQ_STACK_SIZE>; MAX_CPUS] =
+    [const { Pages([0; IRQ_STACK_SIZE]) }; MAX_CPUS];
+
+const IST_SIZE: usize = 16 * 1024;
+/// IST1 (#DF) and IST2 (NMI) stacks, per CPU.
+static mut IST_STACKS: [[Pages<IST_SIZE>; 2]; MAX_CPUS] =
+    [const { [const { Pages([0; IST_SIZE]) }; 2] }; MAX_CPUS];
+
+unsafe extern "C" {
+    static __percpu_start: u8;
+    static __percpu_end: u8;
+}
+
+/// The lowest address of `cpu`'s IRQ stack (the guard is the `GUARD_SIZE` below it).
+pub const fn irq_stack_low(cpu: usize) -> usize {
+    IRQ_REGION + cpu * IRQ_SLOT + GUARD_SIZE
+}
+
+/// `[low, high)` of `cpu`'s IRQ stack.
+pub const fn irq_stack(cpu: usize) -> core::ops::Range<usize> {
+    irq_stack_low(cpu)..irq_stack_low(cpu) + IRQ_STACK_SIZE
+}
+
+/// `[low, high)` of `cpu`'s guard.
+pub const fn irq_guard(cpu: usize) -> core::ops::Range<usize> {
+    irq_stack_low(cpu) - GUARD_SIZE..irq_stack_low(cpu)
+}
+
+/// Maps every CPU's IRQ stack (BSP, before other CPUs start): IRQ_PT entries for the stack
+/// pages point at `IRQ_STACK_MEM[cpu]` (identity-mapped, so its address is physical); the guard
+/// entries stay 0 (not present). Also zeroes the backing memory, for the depth measurement.
+pub fn map_irq_stacks(cpus: usize) {
+    for cpu in 0..cpus {
+        // SAFETY: only the BSP runs; the backing array is not used by anyone yet.
+        let mem = unsafe { core::ptr::addr_of_mut!(IRQ_STACK_MEM[cpu]) } as usize;
+        // SAFETY: as above; the whole array is ours to clear.
+        unsafe { core::ptr::write_bytes(mem as *mut u8, 0, IRQ_STACK_SIZE) };
+        for page in 0..IRQ_STACK_SIZE / 4096 {
+            let va = irq_stack_low(cpu) + page * 4096;
+            let index = (va - IRQ_REGION) / 4096;
+            assert!(index < 512);
+            // SAFETY: IRQ_PT is the page table of the IRQ region; no CPU has used these entries
+            // yet (they were not present, so no TLB holds them).
+            unsafe {
+                core::ptr::addr_of_mut!(crate::boot::IRQ_PT[index])
+                    .write_volatile((mem + page * 4096) as u64 | 0x3)
+            };
+        }
+    }
+    // SAFETY: reloading CR3 with its own value flushes the TLB (nothing stale can be in it:
+    // the entries were not present before, but this keeps the rule simple).
+    unsafe {
+        core::arch::asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack, preserves_flags))
+    };
+}
+
+/// Deepest use of `cpu`'s IRQ stack so far: bytes from the top down to the lowest byte that is
+/// not zero (the stack started zeroed).
+pub fn irq_stack_depth(cpu: usize) -> usize {
+    let r = irq_stack(cpu);
+    for a in r.clone() {
+        // SAFETY: the stack is mapped; a byte read races at most with the CPU's own use, which
+        // the volatile read tolerates (it only decides where the lowest dirty byte is).
+        if unsafe { (a as *const u8).read_volatile() } != 0 {
+            return r.end - a;
+        }
+    }
+    0
+}
+
+/// A 64-bit TSS: only the IST pointers are used (no ring 3, so no rsp0).
+#[repr(C, packed(4))]
+struct Tss {
+    reserved0: u32,
+    rsp: [u64; 3],
+    reserved1: u64,
+    ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    iomap_base: u16,
+}
+
+static mut TSS: [Tss; MAX_CPUS] = [const {
+    Tss {
+        reserved0: 0,
+        rsp: [0; 3],
+        reserved1: 0,
+        ist: [0; 7],
+        reserved2: 0,
+        reserved3: 0,
+        iomap_base: 104,
+    }
+}; MAX_CPUS];
+
+/// Top of `cpu`'s IST stack `n` (0: #DF, 1: NMI).
+pub fn ist_top(cpu: usize, n: usize) -> usize {
+    // SAFETY: only the address is taken.
+    (unsafe { core::ptr::addr_of!(IST_STACKS[cpu][n]) } as usize) + IST_SIZE
+}
+
+/// Sets up this CPU: per-CPU area and GS base (with `hardirq_stack_ptr` set before interrupts
+/// are ever enabled), TSS with IST1/IST2, IDT. Interrupts stay off.
+pub fn cpu_init(cpu: usize) {
+    crate::hw::cli();
+    // SAFETY: the template is `__percpu_end - __percpu_start` bytes of initialized data; this
+    // CPU's area is ours alone (no other CPU touches area `cpu`), 4 KiB large.
+    unsafe {
+        let start = core::ptr::addr_of!(__percpu_start) as usize;
+        let len = core::ptr::addr_of!(__percpu_end) as usize - start;
+        assert!(len <= PERCPU_AREA_SIZE);
+        let area = core::ptr::addr_of_mut!(PERCPU_AREAS[cpu]) as usize;
+        core::ptr::copy_nonoverlapping(start as *const u8, area as *mut u8, len);
+        // This CPU's copies of the variables: same offset from the area as from the template.
+        let at = |var: usize| area + (var - start);
+        (at(core::ptr::addr_of!(CPU_NUMBER) as usize) as *mut u32).write(cpu as u32);
+        (at(core::ptr::addr_of!(hardirq_stack_ptr) as usize) as *mut usize)
+            .write(irq_stack(cpu).end - irqstack::TOP_SLOT_OFFSET);
+        (at(core::ptr::addr_of!(hardirq_stack_inuse) as usize) as *mut bool).write(false);
+        // IA32_GS_BASE: boot.rs loaded %gs (which resets the base) before we got here.
+        crate::hw::wrmsr(0xc000_0101, (area - start) as u64);
+    }
+    check!(cpu_id() as usize == cpu, "per-CPU area does not answer");
+    check!(
+        irqstack::irq_stack_bounds() == Some(irq_stack(cpu)),
+        "irq_stack_bounds() {:x?} is not CPU {cpu}'s IRQ stack {:x?}",
+        irqstack::irq_stack_bounds(),
+        irq_stack(cpu)
+    );
+
+    // TSS and its descriptor (GDT slot 3 + 2 * cpu), then ltr.
+    // SAFETY: TSS[cpu] and the descriptor slots of this CPU are written by this CPU only, before
+    // `ltr` loads them; the GDT is identity-mapped writable data.
+    unsafe {
+        let tss = core::ptr::addr_of_mut!(TSS[cpu]);
+        (*tss).ist[0] = ist_top(cpu, 0) as u64;
+        (*tss).ist[1] = ist_top(cpu, 1) as u64;
+        let base = tss as u64;
+        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+        let low = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40) // present, 64-bit TSS (available)
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        let high = base >> 32;
+        let gdt = core::ptr::addr_of_mut!(crate::boot::gdt) as *mut u64;
+        gdt.add(3 + 2 * cpu).write_volatile(low);
+        gdt.add(4 + 2 * cpu).write_volatile(high);
+        let sel = (0x18 + 16 * cpu) as u16;
+        core::arch::asm!("ltr {0:x}", in(reg) sel, options(nostack, preserves_flags));
+    }
+    crate::idt::load();
+}
+
+/// This CPU's number.
+#[inline(always)]
+pub fn cpu_id() -> u32 {
+    let v: u32;
+    // SAFETY: reads this CPU's copy of CPU_NUMBER, `%gs`-relative. Before `cpu_init` the GS base
+    // is 0 and this reads the template (u32::MAX).
+    unsafe {
+        core::arch::asm!("mov {v:e}, dword ptr gs:[rip + {var}]", v = out(reg) v, var = sym CPU_NUMBER,
+            options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// This CPU's `hardirq_stack_inuse`, read `%gs`-relative as the backend reads it.
+#[inline(always)]
+pub fn irq_stack_in_use() -> bool {
+    let v: u32;
+    // SAFETY: one byte of this CPU's copy of the flag; no stack, flags untouched.
+    unsafe {
+        core::arch::asm!("movzx {v:e}, byte ptr gs:[rip + {var}]", v = out(reg) v,
+            var = sym hardirq_stack_inuse, options(nostack, readonly, preserves_flags))
+    };
+    v != 0
+}
+
+/// Task (kernel) stacks: CPU n runs on `TASK_STACKS[n]`. The BSP's is set up by boot.rs.
+#[unsafe(no_mangle)]
+pub static mut TASK_STACKS: [Pages<{ crate::TASK_STACK_SIZE }>; MAX_CPUS] =
+    [const { Pages([0; crate::TASK_STACK_SIZE]) }; MAX_CPUS];
+
+/// `[low, high)` of `cpu`'s task stack.
+pub fn task_stack(cpu: usize) -> core::ops::Range<usize> {
+    // SAFETY: only the address is taken.
+    let low = unsafe { core::ptr::addr_of!(TASK_STACKS[cpu]) } as usize;
+    low..low + crate::TASK_STACK_SIZE
+}
+
+/// Stack top for the next AP (read by boot.rs's `long_entry_ap`).
+#[unsafe(no_mangle)]
+pub static AP_STACK_TOP: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_ap_stack(cpu: usize) {
+    AP_STACK_TOP.store(task_stack(cpu).end, Ordering::SeqCst);
+}

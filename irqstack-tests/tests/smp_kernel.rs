@@ -1,0 +1,633 @@
+//! Does it work in a kernel? Builds `examples/smp_kernel` (a bare-metal SMP x86-64 kernel) for
+//! `x86_64-unknown-none` with the kernel's code generation flags, boots it under
+//! `qemu-system-x86_64 -smp 4` and asserts its report: every check the kernel prints, the
+//! per-CPU table, the frame-pointer walk resolved against the ELF's symbol table, and the exit
+//! status (isa-debug-exit: 33 pass, 35 failure, 69 the expected IRQ-stack overflow; a triple
+//! fault exits with 0, which never counts as a pass).
+//!
+//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target: without them each test
+//! prints a "skipped" line and passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or
+//! `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
+//!
+//! `cargo test -p irqstack-tests --test smp_kernel -- --nocapture --test-threads=1` shows the
+//! kernel's report (a table per CPU).
+
+#[path = "../../tests/kernel_object/mod.rs"]
+mod kernel_object;
+
+use kernel_object::skip;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const PASS_STATUS: i32 = 33;
+const OVERFLOW_STATUS: i32 = 69;
+/// Each boot takes about a second here; the kernel gives up by itself after 10 s of ticks.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+const CPUS: usize = 4;
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    // This package lives in `irqstack-tests/`; the kernel and the shared helpers at the root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
+/// when tools are required: CI, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`).
+fn tools_present() -> bool {
+    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+    if !skip::command_runs("qemu-system-x86_64", &["--version"]) {
+        skip::skip(
+            "qemu-system-x86_64",
+            "apt-get install qemu-system-x86",
+            also,
+        );
+        return false;
+    }
+    if !skip::target_installed("x86_64-unknown-none") {
+        skip::skip(
+            "the x86_64-unknown-none target",
+            "rustup target add x86_64-unknown-none",
+            also,
+        );
+        return false;
+    }
+    true
+}
+
+/// The kernel's Rust flags: for `hardened`, the full set a hardened Linux build passes
+/// (`kernel_object::KERNEL_RUSTFLAGS`, shared with the kernel-build tests); for `basic`, the
+/// code generation part of it without the mitigations. `code-model=kernel` holds although the
+/// kernel is linked at 1 MiB: every symbol is below 2 GiB, so the sign-extended 32-bit
+/// addresses it implies fit (lld would reject any that did not).
+fn rustflags(variant: &str) -> Vec<&'static str> {
+    if variant == "hardened" {
+        return kernel_object::KERNEL_RUSTFLAGS.to_vec();
+    }
+    vec![
+        "-Crelocation-model=static",
+        "-Ccode-model=kernel",
+        "-Cno-redzone=yes",
+        "-Cforce-frame-pointers=yes",
+        "-Cforce-unwind-tables=no",
+        "-Cjump-tables=no",
+        "-Cpanic=abort",
+    ]
+}
+
+/// Builds the kernel variant (`basic` or `hardened`) and returns the ELF's path.
+fn build(variant: &str) -> PathBuf {
+    build_to(variant, None);
+    repo()
+        .join("target/smp-kernel")
+        .join(variant)
+        .join("x86_64-unknown-none/release/irqstack-smp-kernel")
+}
+
+/// Builds the kernel variant; with `obj`, only the kernel crate's relocatable object (what
+/// objtool reads), in a target directory of its own.
+fn build_to(variant: &str, obj: Option<&Path>) {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = match obj {
+        Some(_) => format!("{variant}-object"),
+        None => variant.to_owned(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo().join("examples/smp_kernel"))
+        .arg(if obj.is_some() { "rustc" } else { "build" })
+        .args(["--quiet", "--release", "--target", "x86_64-unknown-none"])
+        .arg("--target-dir")
+        .arg(repo().join("target/smp-kernel").join(dir))
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(variant).join("\x1f"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET");
+    if variant == "hardened" {
+        // As the kernel's build does: the `-Z` code generation flags with the stable compiler.
+        cmd.args(["--features", "hardened"])
+            .env("RUSTC_BOOTSTRAP", "1");
+    }
+    if let Some(obj) = obj {
+        cmd.args(["--bin", "irqstack-smp-kernel", "--"])
+            .arg(format!("--emit=obj={}", obj.display()));
+    }
+    let out = cmd.output().expect("running cargo for examples/smp_kernel");
+    assert!(
+        out.status.success(),
+        "building the {variant} kernel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(obj) = obj
+        && !obj.exists()
+    {
+        // Cargo found the unit fresh (the object of the same sources and flags was written
+        // before) but the object is gone: touch the source so that rustc runs again.
+        let main = repo().join("examples/smp_kernel/src/main.rs");
+        let f = std::fs::File::options().append(true).open(&main).unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+        drop(_guard);
+        build_to(variant, Some(obj));
+    }
+}
+
+struct Boot {
+    status: Option<i32>,
+    log: String,
+    elapsed: Duration,
+}
+
+/// Boots `kernel` with `-smp CPUS` and `append`, returns the serial log and exit status
+/// (`None` if it had to be killed at the timeout).
+fn boot(kernel: &Path, append: &str) -> Boot {
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "pc", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if start.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = start.elapsed();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let log = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
+    Boot {
+        status,
+        log: format!("{log}{err}"),
+        elapsed,
+    }
+}
+
+/// Function symbols of the ELF, sorted by address: (start, end, name).
+fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let data = std::fs::read(elf).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut syms: Vec<(u64, u64, String)> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter_map(|s| {
+            Some((
+                s.address(),
+                s.address() + s.size(),
+                s.name().ok()?.to_owned(),
+            ))
+        })
+        .collect();
+    syms.sort();
+    syms
+}
+
+/// The function a return address lies in (`addr - 1`: the call is just before it).
+fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
+    let a = addr - 1;
+    syms.iter()
+        .rev()
+        .find(|(lo, hi, _)| *lo <= a && (a < *hi || hi == lo))
+        .map(|(_, _, n)| n.clone())
+        .unwrap_or_else(|| format!("?{addr:#x}"))
+}
+
+/// The checks each variant's kernel prints, in order; every one is asserted.
+fn expected_checks(variant: &str) -> Vec<&'static str> {
+    let mut v = vec![
+        "cpus",
+        "ticks",
+        "hardirq-switched",
+        "hardirq-nested",
+        "softirq",
+        "ipi",
+        "self-ipi",
+        "shapes",
+        "idtentry-sysvec",
+        "irq-stack-depth",
+        "backtrace",
+    ];
+    if variant == "hardened" {
+        v.push("return-thunk");
+    }
+    v
+}
+
+/// The figures of a `check NAME: ok [a, b, c, d] ...` line.
+fn figures(line: &str) -> Vec<u64> {
+    let Some(open) = line.find('[') else {
+        return Vec::new();
+    };
+    let close = line[open..].find(']').unwrap() + open;
+    line[open + 1..close]
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect()
+}
+
+/// Everything a passing workload boot must show.
+fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
+    let log = &b.log;
+    let ctx = || format!("{variant} kernel, status {:?}, log:\n{log}", b.status);
+    assert_eq!(
+        b.status,
+        Some(PASS_STATUS),
+        "not the pass status: {}",
+        ctx()
+    );
+    assert!(!log.contains("FAIL"), "{}", ctx());
+    assert!(
+        log.contains(&format!("variant {variant}, {CPUS} CPUs expected")),
+        "{}",
+        ctx()
+    );
+    assert!(log.lines().any(|l| l == "PASS"), "{}", ctx());
+
+    // Every check, in order, each "ok", and nothing else.
+    let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check ")).collect();
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|l| l["check ".len()..].split(':').next().unwrap())
+        .collect();
+    assert_eq!(names, expected_checks(variant), "{}", ctx());
+    for l in &checks {
+        assert!(l.contains(": ok"), "{l}\n{}", ctx());
+    }
+    let check = |name: &str| -> &str {
+        checks
+            .iter()
+            .find(|l| l.starts_with(&format!("check {name}:")))
+            .unwrap()
+    };
+    assert!(
+        check("cpus").contains(&format!("ok {CPUS} online")),
+        "{}",
+        ctx()
+    );
+    assert!(
+        check("shapes").contains(
+            "(f64, f32, seven u64, 40-byte struct, &mut, i128; switched, softirq, hardirq)"
+        ),
+        "{}",
+        ctx()
+    );
+    let per_cpu = |name: &str| {
+        let f = figures(check(name));
+        assert_eq!(f.len(), CPUS, "{name}: {f:?}\n{}", ctx());
+        f
+    };
+    assert!(per_cpu("ticks").iter().all(|&t| t >= 500), "{}", ctx());
+    for name in [
+        "hardirq-switched",
+        "hardirq-nested",
+        "softirq",
+        "ipi",
+        "self-ipi",
+        "shapes",
+        "idtentry-sysvec",
+    ] {
+        assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
+    }
+    assert!(
+        per_cpu("irq-stack-depth")
+            .iter()
+            .all(|&d| d > 0 && d < 16 * 1024),
+        "{}",
+        ctx()
+    );
+
+    // The table: one row per CPU; IPIs sent (all rows) = handled (all rows), self-IPIs
+    // raised = handled per CPU, figures equal to the check lines'.
+    let rows: Vec<Vec<&str>> = log
+        .lines()
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" | "))
+        .map(|l| l.split(" | ").collect())
+        .collect();
+    assert_eq!(rows.len(), CPUS, "{}", ctx());
+    let num = |s: &str| s.trim().parse::<u64>().unwrap();
+    let (mut sent, mut handled) = (0, 0);
+    for (cpu, r) in rows.iter().enumerate() {
+        assert_eq!(num(r[0]), cpu as u64);
+        assert_eq!(num(r[1]), per_cpu("ticks")[cpu]);
+        sent += num(r[2]);
+        handled += num(r[3]);
+        assert_eq!(num(r[3]), per_cpu("ipi")[cpu]);
+        assert_eq!(num(r[4]), num(r[5]), "self-IPIs of CPU {cpu}\n{}", ctx());
+        assert_eq!(num(r[6]), per_cpu("hardirq-switched")[cpu]);
+        assert_eq!(num(r[7]), per_cpu("hardirq-nested")[cpu]);
+        assert_eq!(num(r[10]), per_cpu("irq-stack-depth")[cpu]);
+    }
+    assert_eq!(sent, handled, "IPIs sent and handled\n{}", ctx());
+
+    // The frame-pointer walk of each CPU: from the timer handler's frame (whose return address
+    // is in the trampoline) through the entry function and the stub into the interrupted idle
+    // code and the CPU's boot path.
+    let syms = symbols(kernel);
+    let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
+    assert_eq!(bts.len(), CPUS, "{}", ctx());
+    for l in bts {
+        let cpu: usize = l["bt cpu ".len()..]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let names: Vec<String> = l
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|a| {
+                resolve(
+                    &syms,
+                    u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap(),
+                )
+            })
+            .collect();
+        let want: [&dyn Fn(&str) -> bool; 8] = [
+            &|n| n.contains("timer_interrupt") && n.contains("__irqstack_trampoline"),
+            &|n| n == "sysvec_apic_timer",
+            &|n| n == "asm_sysvec_apic_timer",
+            &|n| n == "wait_for_interrupt",
+            &|n| n == "idle_loop",
+            &|n| n.contains("cpu_main"),
+            &|n| {
+                n == if cpu == 0 {
+                    "kernel_main_bsp"
+                } else {
+                    "kernel_main_ap"
+                }
+            },
+            &|n| {
+                n == if cpu == 0 {
+                    "long_entry_bsp"
+                } else {
+                    "long_entry_ap"
+                }
+            },
+        ];
+        assert_eq!(names.len(), want.len(), "CPU {cpu}: {names:#?}\n{}", ctx());
+        for (n, w) in names.iter().zip(want) {
+            assert!(w(n), "CPU {cpu}'s walk: {names:#?}\n{}", ctx());
+        }
+    }
+}
+
+fn run_workload(variant: &str) {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build(variant);
+    let b = boot(&kernel, "");
+    eprintln!(
+        "{variant} kernel: {:?} in {:.2} s\n{}",
+        b.status,
+        b.elapsed.as_secs_f64(),
+        b.log
+    );
+    assert_workload(variant, &kernel, &b);
+    // For the reader of `--nocapture`: CPU 0's walk with names.
+    let syms = symbols(&kernel);
+    if let Some(l) = b.log.lines().find(|l| l.starts_with("bt cpu 0:")) {
+        eprintln!("{variant} kernel, CPU 0's frame-pointer walk from the timer handler:");
+        for a in l["bt cpu 0:".len()..].split_whitespace() {
+            let addr = u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap();
+            eprintln!("    {a}  {}", resolve(&syms, addr));
+        }
+    }
+}
+
+#[test]
+fn basic_kernel_takes_interrupts_on_per_cpu_irq_stacks() {
+    run_workload("basic");
+}
+
+#[test]
+fn hardened_kernel_runs_the_same_workload_through_the_thunks() {
+    run_workload("hardened");
+}
+
+#[test]
+fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build("basic");
+    let b = boot(&kernel, "overflow");
+    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
+    // The last CPU's timer handler recursed; the #DF on IST1 names the CPU and the address,
+    // which must lie in that CPU's guard: [IRQ region + cpu * 32 KiB, + 16 KiB).
+    let cpu = CPUS - 1;
+    let line = b
+        .log
+        .lines()
+        .find(|l| l.starts_with("IRQ stack overflow on CPU "))
+        .unwrap_or_else(|| panic!("no overflow report\n{}", ctx()));
+    assert!(
+        line.starts_with(&format!(
+            "IRQ stack overflow on CPU {cpu}: fault address 0x"
+        )),
+        "{}",
+        ctx()
+    );
+    let addr = u64::from_str_radix(
+        line.split("fault address 0x")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap(),
+        16,
+    )
+    .unwrap();
+    let guard_lo = 0x1_0000_0000 + cpu as u64 * 0x8000;
+    assert!(
+        (guard_lo..guard_lo + 0x4000).contains(&addr),
+        "fault address {addr:#x} not in CPU {cpu}'s guard\n{}",
+        ctx()
+    );
+    assert!(line.contains("#DF on IST stack"), "{}", ctx());
+    // The fault came from the bottom of that CPU's IRQ stack (the #PF could not push its frame
+    // there), and the #DF ran elsewhere, on its IST stack.
+    let field = |key: &str| {
+        let v = line.split(key).nth(1).unwrap();
+        let v = v.trim_start_matches("0x").split([',', ' ']).next().unwrap();
+        u64::from_str_radix(v, 16).unwrap()
+    };
+    let stack_lo = guard_lo + 0x4000;
+    let rsp = field("interrupted rsp ");
+    assert!(
+        (guard_lo..stack_lo + 0x1000).contains(&rsp),
+        "interrupted rsp {rsp:#x} not at the bottom of CPU {cpu}'s IRQ stack\n{}",
+        ctx()
+    );
+    let rip = field("rip ");
+    let name = resolve(&symbols(&kernel), rip + 1);
+    assert!(
+        name.contains("recurse"),
+        "the overflow happened in {name}, not in the recursion\n{}",
+        ctx()
+    );
+    let ist_sp = field("#DF on IST stack sp ");
+    assert!(
+        !(guard_lo..stack_lo + 0x4000).contains(&ist_sp),
+        "the #DF ran on the IRQ stack\n{}",
+        ctx()
+    );
+    assert!(
+        !b.log.contains("FAIL") && !b.log.contains("PASS"),
+        "{}",
+        ctx()
+    );
+}
+
+/// Boots the basic kernel with `fault=<kind>` and returns the boot.
+fn boot_fault(kind: &str) -> Option<(PathBuf, Boot)> {
+    if !tools_present() {
+        return None;
+    }
+    let kernel = build("basic");
+    let b = boot(&kernel, &format!("fault={kind}"));
+    Some((kernel, b))
+}
+
+/// The `FAIL cpu N: exception ...` report of a fault boot: (cpu, vector, rip).
+fn exception_report(b: &Boot) -> (usize, u64, u64) {
+    let line = b
+        .log
+        .lines()
+        .find(|l| l.starts_with("FAIL cpu ") && l.contains(": exception "))
+        .unwrap_or_else(|| panic!("no exception report, status {:?}:\n{}", b.status, b.log));
+    let cpu = line["FAIL cpu ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let field = |key: &str| {
+        let v = line
+            .split(key)
+            .nth(1)
+            .unwrap()
+            .split([',', ')', ' '])
+            .next()
+            .unwrap();
+        if let Some(hex) = v.strip_prefix("0x") {
+            u64::from_str_radix(hex, 16).unwrap()
+        } else {
+            v.parse().unwrap()
+        }
+    };
+    (cpu, field("(vector "), field("at rip "))
+}
+
+#[test]
+fn a_page_fault_in_a_handler_is_reported_and_fails_the_run() {
+    let Some((kernel, b)) = boot_fault("pf") else {
+        return;
+    };
+    assert_eq!(b.status, Some(35), "log:\n{}", b.log);
+    let (cpu, vector, rip) = exception_report(&b);
+    assert_eq!((cpu, vector), (1, 14), "log:\n{}", b.log);
+    assert!(
+        b.log.contains("#PF page fault") && b.log.contains("cr2 0x200000000"),
+        "{}",
+        b.log
+    );
+    // The faulting instruction is in the timer handler's body, on the IRQ stack.
+    let name = resolve(&symbols(&kernel), rip + 1);
+    assert!(
+        name.contains("timer_interrupt"),
+        "rip {rip:#x} is in {name}\n{}",
+        b.log
+    );
+    assert!(!b.log.contains("PASS"), "{}", b.log);
+}
+
+#[test]
+fn an_nmi_runs_on_its_ist_stack_and_is_reported() {
+    let Some((_, b)) = boot_fault("nmi") else {
+        return;
+    };
+    assert_eq!(b.status, Some(35), "log:\n{}", b.log);
+    let (cpu, vector, _) = exception_report(&b);
+    assert_eq!((cpu, vector), (2, 2), "log:\n{}", b.log);
+    assert!(b.log.contains("reported on IST stack 2"), "{}", b.log);
+}
+
+#[test]
+fn a_triple_fault_exits_with_status_0_which_is_not_a_pass() {
+    let Some((kernel, b)) = boot_fault("triple") else {
+        return;
+    };
+    // QEMU with -no-reboot exits with 0 on a triple fault: only status 33 is a pass.
+    assert_eq!(b.status, Some(0), "log:\n{}", b.log);
+    let verdict = std::panic::catch_unwind(|| assert_workload("basic", &kernel, &b));
+    assert!(verdict.is_err(), "a triple fault passed as a good run");
+}
+
+/// The hardened kernel's own object (its code, the handlers, trampolines, entry stubs, boot
+/// code and thunks) passes objtool with the kernel's full flag set.
+///
+/// objtool 6.12: no warning at all (the trampoline of the handler that never returns ends in
+/// `call; int3`, so 6.12 no longer asks for a `__noreturn` annotation). objtool 6.1 cannot follow
+/// Rust code that ends in a call to a panic function (it learned Rust's noreturn functions
+/// later) and reports "unexpected end of section" there; any other 6.1 warning fails.
+#[test]
+fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
+    let Some(tools) = kernel_object::required_objtools() else {
+        return;
+    };
+    if !tools_present() {
+        return;
+    }
+    let obj = repo().join("target/smp-kernel/hardened-kernel.o");
+    build_to("hardened", Some(&obj));
+    for (ver, tool) in &tools {
+        let flags = kernel_object::kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
+        let warnings = kernel_object::run_objtool(tool, &obj, &flags);
+        let unexpected: Vec<&String> = warnings
+            .iter()
+            .filter(|w| ver != "6.1" || !w.ends_with("unexpected end of section"))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "objtool {ver} {flags:?}: {warnings:#?}"
+        );
+    }
+}
