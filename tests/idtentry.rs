@@ -5,53 +5,12 @@
 
 mod kernel_object;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 use kernel_object::{
-    KERNEL_TARGET, build_kernel, build_kernel_for, kernel_objtool_flags, required_objtools,
-    required_target, run_objtool, run_objtool_keep,
+    KERNEL_TARGET, build_kernel, build_kernel_for, disassemble, kernel_objtool_flags,
+    required_objtools, required_target, run_objtool, run_objtool_keep,
 };
-
-/// (address, instruction) of every instruction of `symbol` in `obj` (Intel syntax, relocation
-/// targets appended as ` -> target`).
-fn disassemble(obj: &Path) -> BTreeMap<String, Vec<(u64, String)>> {
-    let out = Command::new("objdump")
-        .args(["-dr", "--no-show-raw-insn", "-M", "intel"])
-        .arg(obj)
-        .output()
-        .expect("objdump (binutils) is needed to read the object");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut funcs: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        if let Some((_, name)) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
-            current = Some(name.to_owned());
-            funcs.entry(name.to_owned()).or_default();
-            continue;
-        }
-        let Some(name) = &current else { continue };
-        let Some((addr, rest)) = line.trim_start().split_once(':') else {
-            continue;
-        };
-        let Ok(addr) = u64::from_str_radix(addr, 16) else {
-            continue;
-        };
-        let rest = rest.trim();
-        let insns = funcs.get_mut(name).unwrap();
-        if let Some(reloc) = rest.strip_prefix("R_X86_64_") {
-            let target = reloc.split_whitespace().nth(1).unwrap_or("");
-            if let Some(last) = insns.last_mut() {
-                last.1.push_str(" -> ");
-                last.1.push_str(target);
-            }
-        } else if !rest.is_empty() {
-            insns.push((addr, rest.split_whitespace().collect::<Vec<_>>().join(" ")));
-        }
-    }
-    funcs
-}
 
 /// The stubs of the kernel module's handlers: (name, pushes -1 itself, returns).
 const STUBS: &[(&str, bool, bool)] = &[

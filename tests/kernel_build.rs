@@ -7,13 +7,13 @@
 
 mod kernel_object;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use kernel_object::{
-    KERNEL_TARGET, build, build_kernel, build_kernel_for, kernel_objtool_flags, required_objtools,
-    required_target, run_objtool, run_objtool_keep,
+    KERNEL_TARGET, build, build_kernel, build_kernel_for, disassemble, kernel_objtool_flags,
+    required_objtools, required_target, run_objtool, run_objtool_keep,
 };
 
 /// Whether `name` is a trampoline's symbol (not its shim's, nor a prefix symbol, nor objdump's
@@ -25,75 +25,21 @@ fn is_trampoline(name: &str) -> bool {
         && !name.contains('-')
 }
 
-/// One function of an `objdump -dr` listing: its instructions as (address, text), the text of
-/// an instruction followed by ` -> target` when a relocation names its operand.
-struct Func {
-    insns: Vec<(u64, String)>,
-}
-
-/// The functions of `obj`, by symbol name (Intel syntax, no raw bytes, relocations inline).
-fn disassemble(obj: &Path) -> BTreeMap<String, Func> {
-    let out = Command::new("objdump")
-        .args(["-dr", "--no-show-raw-insn", "-M", "intel"])
-        .arg(obj)
-        .output()
-        .expect("objdump (binutils) is needed to read the object");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut funcs = BTreeMap::new();
-    let mut current: Option<(String, Func)> = None;
-    for line in text.lines() {
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
-            if let Some((n, f)) = current.take() {
-                funcs.insert(n, f);
-            }
-            current = Some((name.1.to_owned(), Func { insns: Vec::new() }));
-            continue;
-        }
-        let Some((_, func)) = current.as_mut() else {
-            continue;
-        };
-        let trimmed = line.trim_start();
-        if let Some((addr, rest)) = trimmed.split_once(':') {
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            let rest = rest.trim();
-            if let Some(reloc) = rest.strip_prefix("R_X86_64_") {
-                // "PLT32\tsym-0x4": attach the target to the instruction it patches.
-                let target = reloc.split_whitespace().nth(1).unwrap_or("");
-                if let Some(last) = func.insns.last_mut() {
-                    last.1.push_str(" -> ");
-                    last.1.push_str(target);
-                }
-            } else if !rest.is_empty() {
-                func.insns
-                    .push((addr, rest.split_whitespace().collect::<Vec<_>>().join(" ")));
-            }
-        }
-    }
-    if let Some((n, f)) = current.take() {
-        funcs.insert(n, f);
-    }
-    funcs
-}
-
 /// The register through which a trampoline saves `rsp` (`mov QWORD PTR [R],rsp`), and the
 /// instruction that switches to the IRQ stack.
-fn trampoline_tos(tramp: &Func) -> (String, String) {
+fn trampoline_tos(tramp: &[(u64, String)]) -> (String, String) {
     let save = tramp
-        .insns
         .iter()
         .find_map(|(_, i)| {
             i.strip_prefix("mov QWORD PTR [")
                 .and_then(|r| r.strip_suffix("],rsp"))
         })
-        .unwrap_or_else(|| panic!("no `mov [tos], rsp` in {:?}", tramp.insns));
+        .unwrap_or_else(|| panic!("no `mov [tos], rsp` in {:?}", tramp));
     let switch = tramp
-        .insns
         .iter()
         .find(|(_, i)| i.starts_with("mov rsp,") || i.starts_with("lea rsp,"))
         .map(|(_, i)| i.clone())
-        .unwrap_or_else(|| panic!("no switch of rsp in {:?}", tramp.insns));
+        .unwrap_or_else(|| panic!("no switch of rsp in {:?}", tramp));
     (save.to_owned(), switch)
 }
 
@@ -103,9 +49,9 @@ const CALLER_SAVED: &[&str] = &["rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "
 /// trampoline, by following it from where it appears (the return value of the backend's claim
 /// hook, or a `%gs` load of `hardirq_stack_ptr`) through register copies, in address order. It
 /// returns the trampoline's name as well.
-fn tos_registers_at_trampoline_call(caller: &Func) -> (BTreeSet<String>, String) {
+fn tos_registers_at_trampoline_call(caller: &[(u64, String)]) -> (BTreeSet<String>, String) {
     let mut holding: BTreeSet<String> = BTreeSet::new();
-    for (_, insn) in &caller.insns {
+    for (_, insn) in caller {
         let (op, operands) = insn.split_once(' ').unwrap_or((insn, ""));
         if op == "call" {
             if operands.contains("trampoline") {
@@ -132,7 +78,7 @@ fn tos_registers_at_trampoline_call(caller: &Func) -> (BTreeSet<String>, String)
             holding.remove(&dst);
         }
     }
-    panic!("no call of a trampoline in {:?}", caller.insns);
+    panic!("no call of a trampoline in {:?}", caller);
 }
 
 /// The `noinstr` callers in `examples/kernel_module`, one per argument shape.
@@ -254,7 +200,8 @@ fn kernel_build_has_no_eh_frame_and_orc_crosses_the_switch() {
     let secs = sections(&obj);
     assert!(!secs.iter().any(|s| s == ".eh_frame"), "{secs:?}");
     let funcs = disassemble(&obj);
-    let tramps: Vec<(&String, &Func)> = funcs.iter().filter(|(n, _)| is_trampoline(n)).collect();
+    let tramps: Vec<(&String, &Vec<(u64, String)>)> =
+        funcs.iter().filter(|(n, _)| is_trampoline(n)).collect();
     assert!(tramps.len() >= 7, "{:?}", funcs.keys());
     let (ver, tool) = tools
         .iter()
@@ -280,7 +227,6 @@ fn kernel_build_has_no_eh_frame_and_orc_crosses_the_switch() {
     assert!(!orc.is_empty(), "no ORC for .noinstr.text:\n{dump}");
     for (name, f) in tramps {
         let call = f
-            .insns
             .iter()
             .find(|(_, i)| i.starts_with("call"))
             .map(|(a, _)| *a)
@@ -450,7 +396,7 @@ fn inline_switch_has_no_out_of_line_call_but_the_body_and_passes_objtool() {
         let w = run_objtool(tool, &obj, &kernel_objtool_flags(ver));
         assert!(w.is_empty(), "objtool {ver}: {w:#?}");
         let funcs = disassemble(&obj);
-        let entry = &funcs["irqstack_km_entry"].insns;
+        let entry = &funcs["irqstack_km_entry"];
         let calls: Vec<&str> = entry
             .iter()
             .map(|(_, i)| i.as_str())

@@ -314,3 +314,42 @@ fn objtool_on_copy(tool: &Path, obj: &Path, args: &[&str]) -> (Vec<String>, Path
         .collect();
     (warnings, copy)
 }
+
+/// The functions (and other symbols with code) of `obj`, by name: (address, instruction) of each
+/// instruction, Intel syntax, a relocation's target appended to its instruction as ` -> target`.
+pub fn disassemble(obj: &Path) -> BTreeMap<String, Vec<(u64, String)>> {
+    let out = Command::new("objdump")
+        .args(["-dr", "--no-show-raw-insn", "-M", "intel"])
+        .arg(obj)
+        .output()
+        .expect("objdump (binutils) is needed to read the object");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut funcs: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some((_, name)) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
+            current = Some(name.to_owned());
+            funcs.entry(name.to_owned()).or_default();
+            continue;
+        }
+        let Some(name) = &current else { continue };
+        let Some((addr, rest)) = line.trim_start().split_once(':') else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        let rest = rest.trim();
+        let insns = funcs.get_mut(name).unwrap();
+        if let Some(reloc) = rest.strip_prefix("R_X86_64_") {
+            let target = reloc.split_whitespace().nth(1).unwrap_or("");
+            if let Some(last) = insns.last_mut() {
+                last.1.push_str(" -> ");
+                last.1.push_str(target);
+            }
+        } else if !rest.is_empty() {
+            insns.push((addr, rest.split_whitespace().collect::<Vec<_>>().join(" ")));
+        }
+    }
+    funcs
+}

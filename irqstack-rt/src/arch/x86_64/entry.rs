@@ -102,62 +102,51 @@ const _: () = {
 /// `UNWIND_HINT_REGS`) or at the hardware frame only (`iret`, `UNWIND_HINT_IRET_REGS`). The
 /// record is `{ s32 ip (PC-relative), s16 sp_offset, u8 sp_reg, u8 type, u8 signal }`, aligned
 /// to 4; `sp_reg` 5 is `ORC_REG_SP`. objtool generates ORC from it, and the kernel's unwinder
-/// then reads the interrupted registers from the frame.
-///
-/// Linux 6.4 renumbered the hint types and turned the last byte from `end` into `signal`; this
-/// is the 6.4+ encoding (`REGS` = 3, `REGS_PARTIAL` = 4, `signal` = 1: the frame is an
-/// interrupt's, so its `ip` is exact). Feature `objtool-legacy-hints` selects the older one.
-#[cfg(not(feature = "objtool-legacy-hints"))]
+/// then reads the interrupted registers from the frame. The last two bytes come from
+/// `__irqstack_rt_hint_type!`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_unwind_hint {
-    (regs, $offset:literal, $label:literal) => {
+    ($kind:ident, $offset:literal, $label:literal) => {
         ::core::concat!(
             $label,
             ":\n.pushsection .discard.unwind_hints\n.long ",
             $label,
             "b - .\n.short ",
             $offset,
-            "\n.byte 5\n.byte 3\n.byte 1\n.balign 4\n.popsection\n"
-        )
-    };
-    (iret, $offset:literal, $label:literal) => {
-        ::core::concat!(
-            $label,
-            ":\n.pushsection .discard.unwind_hints\n.long ",
-            $label,
-            "b - .\n.short ",
-            $offset,
-            "\n.byte 5\n.byte 4\n.byte 1\n.balign 4\n.popsection\n"
+            "\n.byte 5\n",
+            $crate::__irqstack_rt_hint_type!($kind),
+            ".balign 4\n.popsection\n"
         )
     };
 }
 
-/// An objtool unwind hint in the encoding of Linux before 6.4 (`REGS` = 1, `REGS_PARTIAL` = 2,
-/// last byte `end` = 0). See the 6.4+ version above.
+/// The type and last byte of an unwind hint. Linux 6.4 renumbered the types and turned the last
+/// byte from `end` into `signal`; this is the 6.4+ encoding: `REGS` = 3, `REGS_PARTIAL` = 4,
+/// `signal` = 1 (the frame is an interrupt's, so its `ip` is exact). Feature
+/// `objtool-legacy-hints` selects the older one.
+#[cfg(not(feature = "objtool-legacy-hints"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_hint_type {
+    (regs) => {
+        ".byte 3\n.byte 1\n"
+    };
+    (iret) => {
+        ".byte 4\n.byte 1\n"
+    };
+}
+
+/// The encoding of Linux before 6.4: `REGS` = 1, `REGS_PARTIAL` = 2, last byte `end` = 0.
 #[cfg(feature = "objtool-legacy-hints")]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_unwind_hint {
-    (regs, $offset:literal, $label:literal) => {
-        ::core::concat!(
-            $label,
-            ":\n.pushsection .discard.unwind_hints\n.long ",
-            $label,
-            "b - .\n.short ",
-            $offset,
-            "\n.byte 5\n.byte 1\n.byte 0\n.balign 4\n.popsection\n"
-        )
+macro_rules! __irqstack_rt_hint_type {
+    (regs) => {
+        ".byte 1\n.byte 0\n"
     };
-    (iret, $offset:literal, $label:literal) => {
-        ::core::concat!(
-            $label,
-            ":\n.pushsection .discard.unwind_hints\n.long ",
-            $label,
-            "b - .\n.short ",
-            $offset,
-            "\n.byte 5\n.byte 2\n.byte 0\n.balign 4\n.popsection\n"
-        )
+    (iret) => {
+        ".byte 2\n.byte 0\n"
     };
 }
 

@@ -607,43 +607,22 @@ macro_rules! __irqstack_rt_trampoline_fn {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_inline_switch {
-    // One arm per argument count: `asm!` takes a register name only as a literal token of its
-    // own invocation, so the SysV registers are written out here.
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-
-            $($out)*
-            clobber_abi("C"),
+    // The arguments go in the SysV registers in order. `asm!` reads a register name only as a
+    // plain literal token, so the names are written here and paired with the arguments one by
+    // one (`@pair`), then the whole operand list goes to one `asm!`.
+    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$($arg:ident),*], $($out:tt)*) => {
+        $crate::__irqstack_rt_inline_switch!(
+            @pair [$body, $tos, $b, $e, $back, [$($out)*]] []
+            [$($arg)*] ["rdi" "rsi" "rdx" "rcx" "r8" "r9"]
         )
     };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            $($out)*
-            clobber_abi("C"),
+    (@pair $ctx:tt [$($ins:tt)*] [$arg:ident $($args:ident)*] [$reg:tt $($regs:tt)*]) => {
+        $crate::__irqstack_rt_inline_switch!(
+            @pair $ctx [$($ins)* in($reg) $crate::__private::AsmArg::to_reg($arg),]
+            [$($args)*] [$($regs)*]
         )
     };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident], $($out:tt)*) => {
+    (@pair [$body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$($out:tt)*]] [$($ins:tt)*] [] [$($regs:tt)*]) => {
         ::core::arch::asm!(
             "mov qword ptr [r11], rsp",
             $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
@@ -655,90 +634,7 @@ macro_rules! __irqstack_rt_inline_switch {
             $crate::__irqstack_rt_inline_switch!(@back $back),
             body = sym $body,
             in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            in("rsi") $crate::__private::AsmArg::to_reg($a1),
-            $($out)*
-            clobber_abi("C"),
-        )
-    };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            in("rsi") $crate::__private::AsmArg::to_reg($a1),
-            in("rdx") $crate::__private::AsmArg::to_reg($a2),
-            $($out)*
-            clobber_abi("C"),
-        )
-    };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            in("rsi") $crate::__private::AsmArg::to_reg($a1),
-            in("rdx") $crate::__private::AsmArg::to_reg($a2),
-            in("rcx") $crate::__private::AsmArg::to_reg($a3),
-            $($out)*
-            clobber_abi("C"),
-        )
-    };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            in("rsi") $crate::__private::AsmArg::to_reg($a1),
-            in("rdx") $crate::__private::AsmArg::to_reg($a2),
-            in("rcx") $crate::__private::AsmArg::to_reg($a3),
-            in("r8") $crate::__private::AsmArg::to_reg($a4),
-            $($out)*
-            clobber_abi("C"),
-        )
-    };
-    (@asm $body:ident, $tos:ident, $b:literal, $e:literal, $back:tt, [$a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident], $($out:tt)*) => {
-        ::core::arch::asm!(
-            "mov qword ptr [r11], rsp",
-            $crate::__irqstack_rt_inline_switch!(@to_irq_stack),
-            ::core::concat!($b, ":"),
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}",
-            ::core::concat!($e, ":"),
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_inline_switch!(@back $back),
-            body = sym $body,
-            in("r11") $tos,
-            in("rdi") $crate::__private::AsmArg::to_reg($a0),
-            in("rsi") $crate::__private::AsmArg::to_reg($a1),
-            in("rdx") $crate::__private::AsmArg::to_reg($a2),
-            in("rcx") $crate::__private::AsmArg::to_reg($a3),
-            in("r8") $crate::__private::AsmArg::to_reg($a4),
-            in("r9") $crate::__private::AsmArg::to_reg($a5),
+            $($ins)*
             $($out)*
             clobber_abi("C"),
         )
