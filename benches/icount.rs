@@ -60,6 +60,46 @@ pub fn icount_row_nested(n: u64) -> u64 {
 }
 
 row!(
+    /// Row 9: an out-of-line handler (`#[inline(never)]`), switching.
+    icount_row_outline() |i| rows::switched_outline(black_box(i))
+);
+row!(
+    /// Row 10: the same, through a function pointer.
+    icount_row_fnptr() |i| black_box(rows::OUTLINE)(black_box(i))
+);
+row!(
+    /// Row 11: an `extern "C"` handler through a function pointer, as the demo's signal
+    /// handlers are called.
+    icount_row_extern_c() |i| black_box(rows::EXTERN_C)(black_box(i))
+);
+
+/// Row 12: the out-of-line handler nested (called on the IRQ stack: runs in place); its
+/// baseline is row 13, a direct call made on the IRQ stack too.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_nested_outline(n: u64) -> u64 {
+    assert!(irqstack::irqstack_active());
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::switched_outline(black_box(i)));
+    }
+    last
+}
+
+/// Row 13: a direct call of an out-of-line function, made on the IRQ stack (the baseline of
+/// row 12).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn icount_row_nested_direct(n: u64) -> u64 {
+    assert!(irqstack::irqstack_active());
+    let mut last = 0;
+    for i in 0..n {
+        last = black_box(rows::direct(black_box(i)));
+    }
+    last
+}
+
+row!(
     /// Row 4: `run_on_irqstack` with a closure.
     icount_row_closure() |i| rows::closure(black_box(i))
 );
@@ -106,6 +146,11 @@ const ROWS: &[&str] = &[
     "switched6",
     "direct_struct",
     "switched_struct",
+    "outline",
+    "fnptr",
+    "extern_c",
+    "nested_outline",
+    "nested_direct",
 ];
 
 /// Runs `n` calls of `row`; returns the last result.
@@ -121,6 +166,11 @@ fn run(row: &str, n: u64, psm_stack: &rows::PsmStack) -> u64 {
         "switched6" => icount_row_switched6(n),
         "direct_struct" => icount_row_direct_struct(n),
         "switched_struct" => icount_row_switched_struct(n),
+        "outline" => icount_row_outline(n),
+        "fnptr" => icount_row_fnptr(n),
+        "extern_c" => icount_row_extern_c(n),
+        "nested_outline" => irqstack::run_on_irqstack(|| icount_row_nested_outline(n)),
+        "nested_direct" => irqstack::run_on_irqstack(|| icount_row_nested_direct(n)),
         other => panic!("unknown row {other:?}; rows: {ROWS:?}"),
     }
 }

@@ -72,6 +72,16 @@ fn calls(c: &mut Criterion) {
     });
     // The README's comparison table: another library's stack switch, and signals.
     let mut coro_stack = alternatives::CoroStack::new(irqstack::DEFAULT_IRQ_STACK_SIZE);
+    // Issue 15: handlers where they really live, out of line and behind a function pointer.
+    g.bench_function("10_outline_switched", |b| {
+        b.iter(|| rows::switched_outline(black_box(x)))
+    });
+    g.bench_function("10_fnptr_switched", |b| {
+        b.iter(|| black_box(rows::OUTLINE)(black_box(x)))
+    });
+    g.bench_function("10_extern_c_switched", |b| {
+        b.iter(|| black_box(rows::EXTERN_C)(black_box(x)))
+    });
     g.bench_function("9a_corosensei_on_stack", |b| {
         b.iter(|| coro_stack.call(black_box(x)))
     });

@@ -141,3 +141,25 @@ impl Drop for PsmStack {
         unsafe { dealloc(self.base, self.layout) }
     }
 }
+
+/// Rows 9 and 10 (issue 15): where handlers really live, out of line. The same handler as row 2,
+/// but never inlined into its caller: the wrapper is a function of its own, as it is when a
+/// signal handler, an IDT entry or a callback table calls it.
+#[on_irqstack]
+#[inline(never)]
+pub fn switched_outline(x: u64) -> u64 {
+    x.wrapping_add(1)
+}
+
+/// Row 11: the demo's shape, an `extern "C"` handler called through a function pointer (as
+/// `sigaction` calls it).
+#[on_irqstack]
+#[inline(never)]
+pub extern "C" fn switched_extern_c(x: u64) -> u64 {
+    x.wrapping_add(1)
+}
+
+/// The function pointers of rows 10 and 11, behind `black_box` at the call site.
+pub static OUTLINE: fn(u64) -> u64 = switched_outline;
+/// See [`OUTLINE`].
+pub static EXTERN_C: extern "C" fn(u64) -> u64 = switched_extern_c;
