@@ -51,7 +51,7 @@ fn main() {
              build\"). Enable feature `rethunk`.",
         );
     }
-    if has("harden-sls-ret") && !feature("sls") {
+    if has("+harden-sls-ret") && !feature("sls") {
         errors.push(
             "the build hardens returns against straight-line speculation \
              (-C target-feature=+harden-sls-ret, CONFIG_MITIGATION_SLS) but irqstack's feature \
@@ -81,7 +81,10 @@ fn main() {
              fault. Enable feature `ibt`.",
         );
     }
-    if has("-Zcf-protection=branch") && !feature("kernel-abi") && !feature("std") {
+    if (has("-Zcf-protection=branch") || has("-Zcf-protection=full"))
+        && !feature("kernel-abi")
+        && !feature("std")
+    {
         println!(
             "cargo::warning=irqstack: -Zcf-protection=branch (IBT) without feature `kernel-abi`: \
              trampolines put their unwind information in .eh_frame, whose relocations objtool \

@@ -136,12 +136,25 @@ pub use irqstack_macros::noinstr;
 /// `sysvec` the handler runs on this CPU's IRQ stack, between `irq_enter_rcu` and
 /// `irq_exit_rcu`, unless the interrupt came from user mode or the IRQ stack is in use (the
 /// kernel's `run_irq_on_irqstack_cond` rule). `ist` entries never switch: they run on their
-/// IST stack already. They decide `swapgs` by the interrupted `cs`, like the others (Linux's
-/// paranoid entry reads `MSR_GS_BASE` instead, to survive an NMI that lands between an entry's
-/// first instruction and its `swapgs`).
+/// IST stack already.
+///
+/// What the stubs do not do (yet), where Linux's own entry code does more:
+/// - `swapgs` is decided by the interrupted `cs`, for `ist` entries too. Linux's paranoid entry
+///   reads `MSR_GS_BASE` instead, because an NMI, #MC or #DB can land between another entry's
+///   first instruction and its `swapgs` (or between the exit `swapgs` and `iretq`) with a kernel
+///   `cs` and the user's GS base; and Linux's `error_entry` repairs a fault raised by `iretq`
+///   itself. A kernel with user mode that takes such exceptions needs those paths.
+/// - `ist` entries call the same `irqentry_enter`/`irqentry_exit` hooks as the others (Linux's
+///   NMI-like handlers use `irqentry_nmi_enter`), and nested NMIs on one IST stack are not
+///   handled.
+/// - There is no page-table switch (Linux's PTI): the stubs are not a drop-in for Linux's own
+///   entry code, whose user page tables do not map `.noinstr.text`.
+/// - Both `swapgs` paths end in `lfence` (Linux's `FENCE_SWAPGS_*`).
 ///
 /// Unwinding: DWARF CFI describes the hardware frame and every saved register (debuggers walk
-/// from the handler through the stub into the interrupted code), a frame record
+/// from the handler through the stub into the interrupted code; with `kernel-abi` the CFI is in
+/// `.debug_frame`, whose CIE cannot carry the signal-frame mark, so a debugger looks the
+/// interrupted function up at `rip - 1`), a frame record
 /// `{interrupted rbp, interrupted rip}` links the frame-pointer chain, and objtool unwind hints
 /// (`UNWIND_HINT_IRET_REGS`/`UNWIND_HINT_REGS`; feature `objtool-legacy-hints` for Linux
 /// before 6.4) let objtool `--orc` describe the stub.

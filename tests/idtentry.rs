@@ -77,6 +77,9 @@ fn stubs_save_the_frame_swap_gs_for_user_mode_and_return_with_iretq() {
             "{name}: calls its glue directly: {}",
             text[call]
         );
+        // A fence after the entry's swapgs decision, on both paths (SWAPGS speculation).
+        let first_swapgs = text.iter().position(|i| *i == "swapgs").unwrap();
+        assert_eq!(text[first_swapgs + 1], "lfence", "{name}: {text:#?}");
         let swapgs = text.iter().filter(|i| **i == "swapgs").count();
         if *returns {
             assert_eq!(swapgs, 2, "{name}: swapgs in and out: {text:#?}");

@@ -308,3 +308,21 @@ fn guard_page_sits_below_the_stack() {
         "guard page is accessible: {guard}"
     );
 }
+
+/// A pointer to a tuple whose last field is unsized is fat (two registers): the expansion must
+/// not take it for a thin one (the trampoline would read `tos` from the register holding the
+/// length). Found in review; crashed in the trampoline before the fix.
+#[on_irqstack]
+fn fat_tuple_len(p: *const (u8, [u8])) -> usize {
+    assert!(irqstack_active());
+    // SAFETY: the caller passes a valid pointer.
+    let tail: &[u8] = unsafe { &(*p).1 };
+    tail.len()
+}
+
+#[test]
+fn pointers_to_unsized_tuples_are_passed_whole() {
+    let bytes = [7u8, 1, 2, 3, 4, 5];
+    let p = core::ptr::slice_from_raw_parts(bytes.as_ptr(), 5) as *const (u8, [u8]);
+    assert_eq!(fat_tuple_len(p), 5);
+}

@@ -81,12 +81,11 @@ pub fn arg(ty: &Type) -> Arg {
 fn pointee(elem: &Type) -> Arg {
     match strip(elem) {
         Type::Slice(_) | Type::TraitObject(_) => Arg::Other,
-        Type::Array(_)
-        | Type::Tuple(_)
-        | Type::Reference(_)
-        | Type::Ptr(_)
-        | Type::BareFn(_)
-        | Type::Never(_) => Arg::Gpr,
+        // A tuple is as sized as its last field (`(u8, [u8])` is unsized); `()` is sized.
+        Type::Tuple(t) => t.elems.last().map_or(Arg::Gpr, pointee),
+        Type::Array(_) | Type::Reference(_) | Type::Ptr(_) | Type::BareFn(_) | Type::Never(_) => {
+            Arg::Gpr
+        }
         Type::Path(p) => match primitive(p).as_deref() {
             // Known unsized types: fat pointers, two registers.
             Some("str" | "Path" | "OsStr" | "CStr") => Arg::Other,
@@ -190,6 +189,12 @@ mod tests {
         assert_eq!(a("&mut [u8; 4]"), Arg::Gpr);
         assert_eq!(a("Foo"), Arg::Other);
         assert_eq!(a("(u64)"), Arg::Gpr);
+        // A tuple is unsized when its last field is: a pointer to it is fat.
+        assert_eq!(a("*const (u8, [u8])"), Arg::Other);
+        assert_eq!(a("&(u8, str)"), Arg::Other);
+        assert_eq!(a("&(u8, u64)"), Arg::Gpr);
+        assert_eq!(a("&mut ()"), Arg::Gpr);
+        assert_eq!(a("&(u8, Tail)"), Arg::MaybeThin);
     }
 
     #[test]

@@ -344,10 +344,18 @@ fn expand_fn(args: &Args, func: &ItemFn) -> TokenStream {
         Kind::ErrorCode | Kind::Irq | Kind::Ist { error_code: true } => quote!(cpu),
     };
     let labels: Vec<String> = (0..6).map(|_| label::fresh()).collect();
-    let stub_doc = format!(
-        "The entry stub of [`{name}`] (`{}`): install its address in the IDT. Never call it.",
-        kind_name(kind)
-    );
+    let stub_doc = if kind == Kind::Irq {
+        format!(
+            "The common entry stub of [`{name}`] (`#[idtentry(irq)]`): it expects the vector \
+             pushed by a per-vector stub. Do not install it in the IDT: install \
+             `asm_{name}_entry(vector)`. Never call it."
+        )
+    } else {
+        format!(
+            "The entry stub of [`{name}`] (`{}`): install its address in the IDT. Never call it.",
+            kind_name(kind)
+        )
+    };
     let vectors = if kind == Kind::Irq {
         let table = format_ident!("asm_{}_vectors", name);
         let table_symbol = format!("asm_{name}_vectors");

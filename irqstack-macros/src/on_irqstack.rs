@@ -58,6 +58,8 @@ struct Sig<'a> {
     krate: &'a syn::Path,
     /// The handler's name.
     ident: &'a syn::Ident,
+    /// A hash of the handler's whole text (see `symbol_name`).
+    fingerprint: u64,
     /// Argument types, in order.
     tys: Vec<&'a Type>,
     /// Names of the wrapper's arguments (`__irqstack_arg0`, ...).
@@ -90,6 +92,7 @@ impl Sig<'_> {
 }
 
 fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
+    let fingerprint = fingerprint(&quote!(#func).to_string());
     let ItemFn {
         attrs,
         vis,
@@ -112,6 +115,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
     let info = Sig {
         krate,
         ident: &sig.ident,
+        fingerprint,
         tys,
         names,
         output: &sig.output,
@@ -280,9 +284,12 @@ fn switched_for(info: &Sig<'_>, classes: &[Arg], floats: FloatRegs) -> TokenStre
 /// A link-time name for a trampoline that the runtime may define in `global_asm!` (builds with
 /// feature `call-padding`, where it needs the padding before its symbol that a naked function
 /// cannot have). It must be unique in the final link: the crate's name and version (cargo sets
-/// them in the compiler's environment, where the proc macro reads them), the handler's name and
-/// this expansion's number in the compilation (as `__COUNTER__`). Only `[A-Za-z0-9_]`.
-fn symbol_name(kind: &str, handler: &syn::Ident) -> String {
+/// them in the compiler's environment, where the proc macro reads them), the handler's name, a
+/// hash of the handler's whole text (builds without cargo, such as the kernel's, have no crate
+/// name to read: two crates would then need the same handler, word for word, to collide, and the
+/// link would fail loudly rather than mix them up) and this expansion's number in the
+/// compilation (as `__COUNTER__`). Only `[A-Za-z0-9_]`.
+fn symbol_name(kind: &str, handler: &syn::Ident, fingerprint: u64) -> String {
     let clean = |s: String| -> String {
         s.chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -291,9 +298,16 @@ fn symbol_name(kind: &str, handler: &syn::Ident) -> String {
     let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| "nocargo".into());
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     clean(format!(
-        "__irqstack_trampoline_{kind}_{krate}_{version}_{handler}_{}",
+        "__irqstack_trampoline_{kind}_{krate}_{version}_{handler}_{fingerprint:016x}_{}",
         label::fresh()
     ))
+}
+
+/// FNV-1a of a handler's text, for [`symbol_name`].
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// One trampoline and the shim it calls: a call of the runtime's `trampoline_fn!` piece, which
@@ -313,7 +327,7 @@ fn trampoline(
     let generics = info.generics;
     let begin = label::fresh();
     let end = label::fresh();
-    let symbol = symbol_name(kind, info.ident);
+    let symbol = symbol_name(kind, info.ident, info.fingerprint);
     let shim_symbol = format!("{symbol}_shim");
     // A body of type `!` never comes back: the trampoline ends in a trap after its call.
     let diverges = matches!(info.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)));

@@ -191,6 +191,7 @@ macro_rules! __irqstack_rt_endbr {
 ///                             even speculatively
 /// test byte [rsp+136], 3      cs of the interrupted code: from user mode?
 /// jz 1f; swapgs; 1:           then GS must become the kernel's before any per-CPU access
+/// lfence                      and no speculation past here with the wrong GS base (either way)
 /// mov rdi, rsp                first argument: &mut PtRegs
 /// mov rsi, [rsp+120]          second: the code (error code / vector / -1) ...
 /// mov qword [rsp+120], -1     ... and orig_ax = -1, as Linux leaves it
@@ -305,6 +306,9 @@ macro_rules! __irqstack_rt_idt_stub {
             "jz ", $l2, "f\n",
             "swapgs\n",
             $l2, ":\n",
+            // Neither path may run ahead with the other GS base while the branch is unresolved
+            // (the SWAPGS speculation attack; Linux's FENCE_SWAPGS_{USER,KERNEL}_ENTRY).
+            "lfence\n",
             "mov rdi, rsp\n",
             "mov rsi, qword ptr [rsp + 120]\n",
             "mov qword ptr [rsp + 120], -1\n",

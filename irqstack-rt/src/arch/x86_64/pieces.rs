@@ -600,8 +600,10 @@ macro_rules! __irqstack_rt_trampoline_fn {
 /// E: pop rsp            back (kernel-abi: mov rsp, [rsp + 8]); E carries the end record
 /// ```
 ///
-/// No DWARF CFI: the caller's own frame (rbp-based, kernel builds force frame pointers) stays
-/// valid across the swizzle, and objtool generates ORC for it. Arguments go in the SysV
+/// No DWARF CFI: the caller's own frame stays valid across the swizzle when it is rbp-based, and
+/// objtool generates ORC for it. The feature needs frame pointers (`-C force-frame-pointers=yes`,
+/// `CONFIG_FRAME_POINTER`): without them objtool rejects the `kernel-abi` form ("unsupported
+/// stack register modification"). Arguments go in the SysV
 /// registers (`AsmArg` widens each exactly as the ABI wants), every caller-saved register is
 /// clobbered (`clobber_abi("C")`), and the result comes back in `rax` (and `rdx`).
 #[doc(hidden)]
