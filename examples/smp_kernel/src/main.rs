@@ -42,16 +42,13 @@ const VARIANT: &str = "hardened";
 #[cfg(not(feature = "hardened"))]
 const VARIANT: &str = "basic";
 
-// The per-CPU IRQ stack, reached through `%gs` exactly as Linux reaches its own.
-irqstack::gs_percpu_backend!(
-    percpu::hardirq_stack_ptr,
-    percpu::hardirq_stack_inuse,
-    size = percpu::IRQ_STACK_SIZE,
-    assert_irqs_disabled = assert_irqs_disabled
-);
+// The per-CPU IRQ stack, reached through `%gs` exactly as Linux reaches its own, and the entry
+// hooks of the `#[idtentry]` glue (percpu.rs).
+irqstack::set_backend!(percpu::KernelBackend);
 
 /// `lockdep_assert_irqs_disabled()`: claims happen with interrupts off.
-fn assert_irqs_disabled() {
+#[inline(always)]
+pub fn assert_irqs_disabled() {
     check!(
         !hw::irqs_enabled(),
         "IRQ stack claimed with interrupts enabled"
@@ -207,6 +204,7 @@ pub fn maybe_stop() {
             && s.shapes_switched.load(Ordering::Relaxed) > 0
             && s.shapes_softirq.load(Ordering::Relaxed) > 0
             && s.shapes_hardirq.load(Ordering::Relaxed) > 0
+            && s.pf_fixups.load(Ordering::Relaxed) > 0
     });
     if done && work::OVERFLOW_CPU.load(Ordering::Relaxed) == usize::MAX {
         STOP.store(true, Ordering::SeqCst);
@@ -382,6 +380,48 @@ fn finish() -> ! {
         "check idtentry-sysvec: ok {:?} (reschedule IPIs through #[idtentry(sysvec)], each once; {:?} nested)",
         &resched[..n],
         &resched_nested[..n]
+    );
+
+    // The `#[idtentry]` glue's hooks: irqentry_enter/exit around every entry (balanced, same
+    // state), irq_enter_rcu/irq_exit_rcu around every device and system vector handler: as
+    // many as the handlers counted (timer, call-function, reschedule, device, spurious).
+    let enter = per_cpu(&|c| l(&STATS[c].irqentry));
+    let exit = per_cpu(&|c| l(&STATS[c].irqentry_exit));
+    let rcu = per_cpu(&|c| l(&STATS[c].irq_enter_rcu));
+    let rcu_exit = per_cpu(&|c| l(&STATS[c].irq_exit_rcu));
+    let handled = per_cpu(&|c| {
+        let s = &STATS[c];
+        l(&s.ticks)
+            + (0..n).map(|src| l(&IPI_HANDLED[c][src])).sum::<u64>()
+            + l(&work::RESCHED_HANDLED[c])
+            + l(&s.device_handled)
+            + l(&s.spurious)
+    });
+    let faults = per_cpu(&|c| l(&STATS[c].pf_fixups));
+    check!(
+        enter == exit && rcu == rcu_exit && rcu == handled,
+        "hooks: irqentry_enter {enter:?}, irqentry_exit {exit:?}, irq_enter_rcu {rcu:?}, \
+         irq_exit_rcu {rcu_exit:?}, device and system vectors handled {handled:?}"
+    );
+    let expected_entries: [u64; MAX_CPUS] = core::array::from_fn(|c| handled[c] + faults[c]);
+    check!(
+        enter == expected_entries,
+        "irqentry_enter {enter:?}: not one per handled vector and fixed-up #PF {expected_entries:?}"
+    );
+    println!(
+        "check idtentry-hooks: ok {:?} (irqentry_enter = irqentry_exit; irq_enter_rcu = irq_exit_rcu = {:?} vectors handled)",
+        &enter[..n],
+        &rcu[..n]
+    );
+
+    check!(
+        faults[..n].iter().all(|&x| x > 0),
+        "page faults fixed up {:?}",
+        &faults[..n]
+    );
+    println!(
+        "check pf-fixup: ok {:?} (#PF from an #[on_irqstack] handler, handled on the IRQ stack, handler went on)",
+        &faults[..n]
     );
 
     let depth = per_cpu(&|c| percpu::irq_stack_depth(c) as u64);

@@ -47,10 +47,12 @@ static mut PERCPU_AREAS: [Pages<PERCPU_AREA_SIZE>; MAX_CPUS] =
 static mut IRQ_STACK_MEM: [Pages<IRQ_STACK_SIZE>; MAX_CPUS] =
     [const { Pages([0; IRQ_STACK_SIZE]) }; MAX_CPUS];
 
-const IST_SIZE: usize = 16 * 1024;
-/// IST1 (#DF) and IST2 (NMI) stacks, per CPU.
-static mut IST_STACKS: [[Pages<IST_SIZE>; 2]; MAX_CPUS] =
-    [const { [const { Pages([0; IST_SIZE]) }; 2] }; MAX_CPUS];
+pub const IST_SIZE: usize = 16 * 1024;
+/// IST stacks, per CPU: IST1 #DF, IST2 NMI, IST3 #DB, IST4 #MC (Linux's `ESTACK_DF`, `NMI`,
+/// `DB`, `MCE`).
+pub const IST_STACKS_PER_CPU: usize = 4;
+static mut IST_STACKS: [[Pages<IST_SIZE>; IST_STACKS_PER_CPU]; MAX_CPUS] =
+    [const { [const { Pages([0; IST_SIZE]) }; IST_STACKS_PER_CPU] }; MAX_CPUS];
 
 unsafe extern "C" {
     static __percpu_start: u8;
@@ -114,7 +116,8 @@ pub fn irq_stack_depth(cpu: usize) -> usize {
     0
 }
 
-/// A 64-bit TSS: only the IST pointers are used (no ring 3, so no rsp0).
+/// A 64-bit TSS: the IST pointers, and `rsp[0]` (the stack the CPU switches to on an interrupt
+/// from ring 3, set by `user.rs` before a CPU drops to user mode).
 #[repr(C, packed(4))]
 struct Tss {
     reserved0: u32,
@@ -138,7 +141,7 @@ static mut TSS: [Tss; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// Top of `cpu`'s IST stack `n` (0: #DF, 1: NMI).
+/// Top of `cpu`'s IST stack `n` (0: #DF, 1: NMI, 2: #DB, 3: #MC).
 pub fn ist_top(cpu: usize, n: usize) -> usize {
     // SAFETY: only the address is taken.
     (unsafe { core::ptr::addr_of!(IST_STACKS[cpu][n]) } as usize) + IST_SIZE
@@ -178,8 +181,9 @@ pub fn cpu_init(cpu: usize) {
     // `ltr` loads them; the GDT is identity-mapped writable data.
     unsafe {
         let tss = core::ptr::addr_of_mut!(TSS[cpu]);
-        (*tss).ist[0] = ist_top(cpu, 0) as u64;
-        (*tss).ist[1] = ist_top(cpu, 1) as u64;
+        for n in 0..IST_STACKS_PER_CPU {
+            (*tss).ist[n] = ist_top(cpu, n) as u64;
+        }
         let base = tss as u64;
         let limit = (core::mem::size_of::<Tss>() - 1) as u64;
         let low = (limit & 0xffff)
@@ -195,6 +199,18 @@ pub fn cpu_init(cpu: usize) {
         core::arch::asm!("ltr {0:x}", in(reg) sel, options(nostack, preserves_flags));
     }
     crate::idt::load();
+}
+
+/// Sets `rsp0` in this CPU's TSS: where an interrupt from ring 3 starts its frame.
+pub fn set_rsp0(cpu: usize, rsp0: u64) {
+    // SAFETY: this CPU's TSS, written by this CPU only, with interrupts off (the caller drops
+    // to user mode next); the CPU reads rsp0 only on a privilege change.
+    unsafe {
+        let tss = core::ptr::addr_of_mut!(TSS[cpu]);
+        core::ptr::addr_of_mut!((*tss).rsp)
+            .cast::<u64>()
+            .write_unaligned(rsp0);
+    }
 }
 
 /// This CPU's number.
@@ -220,6 +236,99 @@ pub fn irq_stack_in_use() -> bool {
             var = sym hardirq_stack_inuse, options(nostack, readonly, preserves_flags))
     };
     v != 0
+}
+
+/// Sets this CPU's `hardirq_stack_inuse`.
+#[inline(always)]
+fn set_irq_stack_in_use(v: bool) {
+    // SAFETY: one byte of this CPU's copy of the flag, written with interrupts off (claims and
+    // releases happen in hard-IRQ context or with interrupts disabled), so no code of this CPU
+    // runs between a test of the flag and this store.
+    unsafe {
+        core::arch::asm!("mov byte ptr gs:[rip + {var}], {v}", v = in(reg_byte) u8::from(v),
+            var = sym hardirq_stack_inuse, options(nostack, preserves_flags))
+    };
+}
+
+/// This CPU's `hardirq_stack_ptr` (0 before `cpu_init` set it).
+#[inline(always)]
+fn irq_stack_ptr() -> usize {
+    let v: usize;
+    // SAFETY: reads this CPU's copy, `%gs`-relative; no stack, flags untouched.
+    unsafe {
+        core::arch::asm!("mov {v}, qword ptr gs:[rip + {var}]", v = out(reg) v,
+            var = sym hardirq_stack_ptr, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// The kernel's backend: the per-CPU IRQ stack behind `%gs` (`hardirq_stack_ptr`,
+/// `hardirq_stack_inuse`, as Linux keeps them), and the entry hooks `#[idtentry]` glue calls,
+/// which check where each runs (`work.rs`).
+pub struct KernelBackend;
+
+// SAFETY: one IRQ stack per CPU, its top slot in this CPU's `hardirq_stack_ptr`, claimed only
+// while `hardirq_stack_inuse` is clear and with interrupts off (checked by
+// `assert_irqs_disabled`); `tos` = top - 8 (`kernel-abi`); every method is inlined into the
+// `.noinstr.text` hooks `set_backend!` defines, and the entry hooks call instrumentable code
+// only inside instrumentation regions (work.rs).
+unsafe impl irqstack::Backend for KernelBackend {
+    #[inline(always)]
+    fn claim() -> Option<core::ptr::NonNull<u8>> {
+        // A CPU whose stack is not set up yet runs handlers in place and is not marked.
+        let tos = core::ptr::NonNull::new(irq_stack_ptr() as *mut u8)?;
+        if irq_stack_in_use() {
+            return None;
+        }
+        set_irq_stack_in_use(true);
+        Some(tos)
+    }
+
+    #[inline(always)]
+    unsafe fn release(_tos: core::ptr::NonNull<u8>) {
+        set_irq_stack_in_use(false);
+    }
+
+    #[inline(always)]
+    fn bounds() -> Option<core::ops::Range<usize>> {
+        let tos = irq_stack_ptr();
+        if tos == 0 {
+            return None;
+        }
+        let top = tos + irqstack::TOP_SLOT_OFFSET;
+        Some(top - IRQ_STACK_SIZE..top)
+    }
+
+    #[inline(always)]
+    fn top_slot() -> Option<usize> {
+        let tos = irq_stack_ptr();
+        (tos != 0).then_some(tos)
+    }
+
+    #[inline(always)]
+    fn assert_irqs_disabled() {
+        crate::assert_irqs_disabled();
+    }
+
+    #[inline(always)]
+    fn irqentry_enter(regs: &mut irqstack::PtRegs) -> usize {
+        crate::work::irqentry_enter_hook(regs)
+    }
+
+    #[inline(always)]
+    fn irqentry_exit(regs: &mut irqstack::PtRegs, state: usize) {
+        crate::work::irqentry_exit_hook(regs, state)
+    }
+
+    #[inline(always)]
+    fn irq_enter_rcu() {
+        crate::work::irq_enter_rcu_hook()
+    }
+
+    #[inline(always)]
+    fn irq_exit_rcu() {
+        crate::work::irq_exit_rcu_hook()
+    }
 }
 
 /// Task (kernel) stacks: CPU n runs on `TASK_STACKS[n]`. The BSP's is set up by boot.rs.
