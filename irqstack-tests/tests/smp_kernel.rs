@@ -252,6 +252,7 @@ fn expected_checks(variant: &str) -> Vec<&'static str> {
         "idtentry-sysvec",
         "idtentry-hooks",
         "pf-fixup",
+        "user-mode",
         "irq-stack-depth",
         "backtrace",
     ];
@@ -338,6 +339,24 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     ] {
         assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
     }
+    // User mode on CPU 1: at least 50 timer ticks from ring 3 (each checked in the kernel:
+    // swapgs gave the handler the kernel's GS base, it ran on the task stack), none on the
+    // other CPUs; ticks from ring 0 that switched to the IRQ stack on every CPU.
+    let user = check("user-mode");
+    let uticks = per_cpu("user-mode");
+    for (cpu, &t) in uticks.iter().enumerate() {
+        assert!(
+            if cpu == 1 { t >= 50 } else { t == 0 },
+            "ticks from ring 3: {uticks:?}\n{}",
+            ctx()
+        );
+    }
+    let kticks = figures(&user[user.find("), [").unwrap() + 3..]);
+    assert!(
+        kticks.len() == CPUS && kticks.iter().all(|&x| x > 0),
+        "ticks from ring 0 that switched: {kticks:?}\n{}",
+        ctx()
+    );
     assert!(
         per_cpu("irq-stack-depth")
             .iter()

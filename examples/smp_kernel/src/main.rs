@@ -20,6 +20,7 @@ mod hw;
 mod boot;
 mod idt;
 mod percpu;
+mod user;
 mod work;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -106,6 +107,7 @@ pub extern "C" fn kernel_main_bsp() -> ! {
     check!(hw::apic_id() == 0, "the BSP's APIC ID is {}", hw::apic_id());
     ONLINE.store(1, Ordering::SeqCst);
     NCPUS.store(cpus, Ordering::SeqCst);
+    user::USER_CPU.store(usize::from(cpus > 1), Ordering::SeqCst);
     if overflow {
         work::OVERFLOW_CPU.store(cpus - 1, Ordering::SeqCst);
     }
@@ -205,6 +207,8 @@ pub fn maybe_stop() {
             && s.shapes_softirq.load(Ordering::Relaxed) > 0
             && s.shapes_hardirq.load(Ordering::Relaxed) > 0
             && s.pf_fixups.load(Ordering::Relaxed) > 0
+            && (c != user::USER_CPU.load(Ordering::Relaxed)
+                || user::USER_TICKS[c].load(Ordering::Relaxed) >= user::USER_TICKS_TARGET)
     });
     if done && work::OVERFLOW_CPU.load(Ordering::Relaxed) == usize::MAX {
         STOP.store(true, Ordering::SeqCst);
@@ -422,6 +426,33 @@ fn finish() -> ! {
     println!(
         "check pf-fixup: ok {:?} (#PF from an #[on_irqstack] handler, handled on the IRQ stack, handler went on)",
         &faults[..n]
+    );
+
+    // User mode: the user CPU's timer ticks from ring 3 ran on its task stack with the kernel's
+    // GS base (checked in every one), its ticks from ring 0 switched; no other CPU left ring 0.
+    let user_cpu = user::USER_CPU.load(Ordering::Relaxed);
+    let uticks = per_cpu(&|c| l(&user::USER_TICKS[c]));
+    let kticks = per_cpu(&|c| l(&user::KERNEL_TICKS_SWITCHED[c]));
+    let uentries = per_cpu(&|c| l(&user::USER_ENTRIES[c]));
+    let spins = l(&user::USER_SPINS);
+    let mut only_user_cpu = true;
+    for c in 0..n {
+        only_user_cpu &= (c == user_cpu) == (uticks[c] > 0);
+    }
+    check!(
+        only_user_cpu
+            && uticks[user_cpu] >= user::USER_TICKS_TARGET
+            && kticks[..n].iter().all(|&x| x > 0)
+            && uentries[user_cpu] >= uticks[user_cpu]
+            && spins > 0,
+        "user mode: ticks from ring 3 {uticks:?}, switched ticks from ring 0 {kticks:?}, \
+         entries from ring 3 {uentries:?}, user loop rounds {spins}"
+    );
+    println!(
+        "check user-mode: ok {:?} timer ticks from ring 3 (swapgs: kernel GS base in the handler; on the task stack), {:?} from ring 0 switched to the IRQ stack; CPU {user_cpu}: {} entries from ring 3, {spins} user loop rounds",
+        &uticks[..n],
+        &kticks[..n],
+        uentries[user_cpu]
     );
 
     let depth = per_cpu(&|c| percpu::irq_stack_depth(c) as u64);

@@ -201,6 +201,15 @@ pub fn cpu_init(cpu: usize) {
     crate::idt::load();
 }
 
+/// The GS base `cpu_init` gave `cpu` (its area minus the template's address).
+pub fn kernel_gs_base(cpu: usize) -> u64 {
+    // SAFETY: only addresses are taken.
+    unsafe {
+        (core::ptr::addr_of!(PERCPU_AREAS[cpu]) as usize
+            - core::ptr::addr_of!(__percpu_start) as usize) as u64
+    }
+}
+
 /// Sets `rsp0` in this CPU's TSS: where an interrupt from ring 3 starts its frame.
 pub fn set_rsp0(cpu: usize, rsp0: u64) {
     // SAFETY: this CPU's TSS, written by this CPU only, with interrupts off (the caller drops

@@ -163,6 +163,25 @@ fn hardirq_checks(regs: &PtRegs, what: &str) -> bool {
     let mine = irq_stack(cpu);
     let sp = current_sp();
     check!(
+        !hw::irqs_enabled(),
+        "{what}: interrupts enabled in a hard-IRQ handler"
+    );
+    check!(
+        stats().hardirq_depth.load(Relaxed) > 0,
+        "{what}: the handler runs outside irq_enter_rcu()/irq_exit_rcu()"
+    );
+    check!(
+        regs.orig_ax == u64::MAX,
+        "{what}: orig_ax {:#x}, not -1",
+        regs.orig_ax
+    );
+    if regs.user_mode() {
+        // From ring 3 (user.rs): in place on the task stack, the kernel's GS base.
+        crate::user::user_entry_checks(regs, what);
+        check_alignment(what);
+        return false;
+    }
+    check!(
         mine.contains(&sp),
         "{what}: handler sp {sp:#x} is not on CPU {cpu}'s IRQ stack {mine:#x?}"
     );
@@ -176,21 +195,8 @@ fn hardirq_checks(regs: &PtRegs, what: &str) -> bool {
         irq_stack_bounds()
     );
     check!(
-        !hw::irqs_enabled(),
-        "{what}: interrupts enabled in a hard-IRQ handler"
-    );
-    check!(
         crate::percpu::irq_stack_in_use(),
         "{what}: hardirq_stack_inuse is false inside the handler"
-    );
-    check!(
-        stats().hardirq_depth.load(Relaxed) > 0,
-        "{what}: the handler runs outside irq_enter_rcu()/irq_exit_rcu()"
-    );
-    check!(
-        regs.orig_ax == u64::MAX,
-        "{what}: orig_ax {:#x}, not -1",
-        regs.orig_ax
     );
     let regs_addr = regs as *const PtRegs as usize;
     let isp = irqstack::interrupted_sp();
@@ -367,10 +373,14 @@ fn irq_exit_rcu_count() {
 #[inline(never)]
 pub fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
     let nested = hardirq_checks(regs, "timer");
+    let user = regs.user_mode();
     hw::apic_eoi();
     let cpu = cpu_id() as usize;
     let s = &STATS[cpu];
     let t = s.ticks.fetch_add(1, Relaxed) + 1;
+    if !user && !nested {
+        crate::user::KERNEL_TICKS_SWITCHED[cpu].fetch_add(1, Relaxed);
+    }
     if OVERFLOW_CPU.load(Relaxed) == cpu && t == 100 {
         // The overflow boot: recurse until the guard page stops us (#PF -> #DF on IST1).
         black_box(recurse(black_box(0)));
@@ -409,6 +419,11 @@ pub fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
     // A self-IPI raised from inside the handler: it arrives as soon as interrupts are enabled.
     if t.is_multiple_of(3) {
         raise_device_irq();
+    }
+    if user {
+        // From ring 3: counted, and after enough of them, the way back to ring 0 (user.rs).
+        crate::user::user_tick(regs);
+        return;
     }
     // Argument shapes called from a handler: they run in place (the stack is in use).
     if t.is_multiple_of(32) {
@@ -561,6 +576,7 @@ pub extern "C" fn idle_loop(cpu: usize) {
     let mut round = 0u64;
     while !STOP.load(Relaxed) {
         hw::cli();
+        crate::user::maybe_run(cpu, STATS[cpu].ticks.load(Relaxed));
         if round.is_multiple_of(8) {
             shapes(cpu, Where::Switched);
         }
