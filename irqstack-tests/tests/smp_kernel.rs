@@ -110,6 +110,11 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
+    if variant == "gdb" {
+        // The basic kernel with debug info (DWARF, and `.debug_frame` CFI for every function,
+        // the library's trampolines and entry stubs included), for gdb.
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
+    }
     if variant == "hardened" {
         // As the kernel's build does: the `-Z` code generation flags with the stable compiler.
         cmd.args(["--features", "hardened"])
@@ -667,4 +672,115 @@ fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
             "objtool {ver} {flags:?}: {warnings:#?}"
         );
     }
+}
+
+/// gdb, attached to QEMU's gdb stub, stops at a breakpoint that the timer handler reaches on
+/// the IRQ stack (`gdb_handler_mark`, called by the handler when the tick interrupted the idle
+/// `hlt`) and walks the stack from DWARF CFI alone: `bt` shows the handler, the `#[on_irqstack]`
+/// trampoline, the `#[idtentry]` glue and entry stub, and the interrupted function, in that
+/// order, and goes on to the CPU's boot path.
+#[test]
+fn gdb_walks_from_a_handler_through_trampoline_and_stub_into_the_interrupted_code() {
+    if !tools_present() {
+        return;
+    }
+    if !skip::command_runs("gdb", &["--version"]) {
+        return skip::skip("gdb", "apt-get install gdb", false);
+    }
+    let kernel = build("gdb");
+    // A free loopback port for the gdb stub (taken by QEMU right after).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-machine", "pc", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-serial", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .args(["-append", ""])
+        .arg("-gdb")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .arg("-S")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    let script = format!(
+        r#"set pagination off
+set confirm off
+python
+import time
+for i in range(200):
+    try:
+        gdb.execute("target remote 127.0.0.1:{port}")
+        break
+    except gdb.error:
+        time.sleep(0.05)
+end
+break gdb_handler_mark
+continue
+echo BT-BEGIN\n
+bt
+echo BT-END\n
+kill
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("irqstack-kernel-gdb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("walk.gdb");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .args(["gdb", "-batch", "-nx", "-x"])
+        .arg(&path)
+        .arg(&kernel)
+        .output()
+        .expect("running gdb");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let bt: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "BT-BEGIN")
+        .skip(1)
+        .take_while(|l| *l != "BT-END")
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    eprintln!("gdb bt from the timer handler:\n{}", bt.join("\n"));
+    let find = |what: &str, f: &dyn Fn(&str) -> bool| {
+        bt.iter()
+            .position(|l| f(l))
+            .unwrap_or_else(|| panic!("no {what} frame in gdb's bt:\n{text}"))
+    };
+    let handler = find("handler", &|l| {
+        l.contains("work::sysvec_apic_timer_interrupt (regs=")
+    });
+    let trampoline = find("trampoline", &|l| l.contains("__irqstack_trampoline"));
+    let glue = find("glue", &|l| {
+        l.contains("work::__irqstack_idtentry_glue_sysvec_apic_timer_interrupt (regs=")
+    });
+    let stub = find("entry stub", &|l| {
+        l.contains(" in asm_sysvec_apic_timer_interrupt ()")
+    });
+    let interrupted = find("interrupted", &|l| l.contains(" in wait_for_interrupt ()"));
+    assert!(
+        handler < trampoline && trampoline < glue && glue < stub && stub + 1 == interrupted,
+        "frames out of order (handler {handler}, trampoline {trampoline}, glue {glue}, stub \
+         {stub}, interrupted {interrupted}):\n{text}"
+    );
+    // And on through the interrupted code's callers.
+    assert!(
+        bt[interrupted + 1..]
+            .iter()
+            .any(|l| l.contains("work::idle_loop")),
+        "{text}"
+    );
 }

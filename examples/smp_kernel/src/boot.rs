@@ -73,7 +73,7 @@ long_entry_bsp:
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs                   /* the GS base is set later, after this load (it resets it) */
-    movq $TASK_STACKS + {task_stack_size}, %rsp
+    movabsq ${bsp_stack_top}, %rsp  /* CPU 0's task stack, mapped above the IRQ stacks */
     xorl %ebp, %ebp                 /* ends the frame-pointer chain */
     call kernel_main_bsp
     ud2
@@ -185,12 +185,32 @@ pd_identity:
 pd_irq:
     .quad IRQ_PT + 0x3
     .fill 511, 8, 0
+    /* The 4 KiB page table of the region at 4 GiB: the IRQ stacks and their guards in the first
+       256 KiB (filled by percpu.rs), then each CPU's task stack, mapped here from TASK_STACKS
+       (identity-mapped .bss) behind an unmapped 32 KiB guard: 64 KiB a CPU (percpu.rs,
+       TASK_REGION). The task stacks lie above the IRQ stacks, as debuggers expect the stack a
+       handler interrupted to be outer (higher) than the one it runs on. */
     .globl IRQ_PT
 IRQ_PT:
-    .fill 512, 8, 0
+    .fill {task_region_index}, 8, 0
+    .set cpu, 0
+    .rept {max_cpus}
+    .fill {task_guard_pages}, 8, 0
+    .set page, 0
+    .rept {task_stack_pages}
+    .quad TASK_STACKS + (cpu * {task_stack_size} + page * 4096 + 0x3)
+    .set page, page + 1
+    .endr
+    .set cpu, cpu + 1
+    .endr
+    .fill 512 - {task_region_index} - {max_cpus} * ({task_guard_pages} + {task_stack_pages}), 8, 0
     .popsection
 "#,
     task_stack_size = const crate::TASK_STACK_SIZE,
+    bsp_stack_top = const crate::percpu::task_stack_top(0),
+    task_region_index = const (crate::percpu::TASK_REGION - crate::percpu::IRQ_REGION) / 4096,
+    task_guard_pages = const crate::percpu::TASK_GUARD_SIZE / 4096,
+    task_stack_pages = const crate::TASK_STACK_SIZE / 4096,
     max_cpus = const crate::MAX_CPUS,
     options(att_syntax)
 );

@@ -86,7 +86,7 @@ pub fn map_irq_stacks(cpus: usize) {
         for page in 0..IRQ_STACK_SIZE / 4096 {
             let va = irq_stack_low(cpu) + page * 4096;
             let index = (va - IRQ_REGION) / 4096;
-            assert!(index < 512);
+            assert!(va < TASK_REGION);
             // SAFETY: IRQ_PT is the page table of the IRQ region; no CPU has used these entries
             // yet (they were not present, so no TLB holds them).
             unsafe {
@@ -340,16 +340,28 @@ unsafe impl irqstack::Backend for KernelBackend {
     }
 }
 
-/// Task (kernel) stacks: CPU n runs on `TASK_STACKS[n]`. The BSP's is set up by boot.rs.
+/// Task (kernel) stacks: the memory behind them. CPU n runs on `TASK_STACKS[n]` mapped at
+/// `task_stack(n)` (boot.rs's IRQ_PT), above the IRQ stacks, behind a guard.
 #[unsafe(no_mangle)]
 pub static mut TASK_STACKS: [Pages<{ crate::TASK_STACK_SIZE }>; MAX_CPUS] =
     [const { Pages([0; crate::TASK_STACK_SIZE]) }; MAX_CPUS];
 
+/// Where the task stacks are mapped: 256 KiB into the IRQ-stack region, a slot of 64 KiB a CPU
+/// (an unmapped guard of 32 KiB, then the 32 KiB stack).
+pub const TASK_REGION: usize = IRQ_REGION + 0x4_0000;
+pub const TASK_GUARD_SIZE: usize = 0x8000;
+const TASK_SLOT: usize = TASK_GUARD_SIZE + crate::TASK_STACK_SIZE;
+const _: () = assert!(MAX_CPUS * IRQ_SLOT <= TASK_REGION - IRQ_REGION);
+const _: () = assert!(TASK_REGION - IRQ_REGION + MAX_CPUS * TASK_SLOT <= 512 * 4096);
+
+/// The top of `cpu`'s task stack.
+pub const fn task_stack_top(cpu: usize) -> usize {
+    TASK_REGION + cpu * TASK_SLOT + TASK_SLOT
+}
+
 /// `[low, high)` of `cpu`'s task stack.
 pub fn task_stack(cpu: usize) -> core::ops::Range<usize> {
-    // SAFETY: only the address is taken.
-    let low = unsafe { core::ptr::addr_of!(TASK_STACKS[cpu]) } as usize;
-    low..low + crate::TASK_STACK_SIZE
+    task_stack_top(cpu) - crate::TASK_STACK_SIZE..task_stack_top(cpu)
 }
 
 /// Stack top for the next AP (read by boot.rs's `long_entry_ap`).

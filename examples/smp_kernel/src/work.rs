@@ -438,9 +438,22 @@ pub fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
     // Through `black_box`: `wfi + 16` folded into one relocation would point into the
     // function's middle, which objtool --ibt reports as an address taken without ENDBR.
     let wfi = black_box(wait_for_interrupt as *const () as usize);
-    if !nested && s.bt_len.load(Relaxed) == 0 && (wfi..wfi + 16).contains(&rip) {
-        backtrace(cpu);
+    if !nested && (wfi..wfi + 16).contains(&rip) {
+        if s.bt_len.load(Relaxed) == 0 {
+            backtrace(cpu);
+        }
+        // For the gdb test: a breakpoint here has the handler as its caller, which runs on
+        // the IRQ stack, and the interrupted `hlt` below the entry stub.
+        gdb_handler_mark(t);
     }
+}
+
+/// Called by the timer handler on the IRQ stack when the tick interrupted the idle `hlt`: where
+/// the gdb test (irqstack-tests/tests/smp_kernel.rs) puts its breakpoint.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn gdb_handler_mark(tick: u64) -> u64 {
+    black_box(tick)
 }
 
 /// The "call function" IPIs, `DEFINE_IDTENTRY_SYSVEC(sysvec_call_function)`, one vector (and
