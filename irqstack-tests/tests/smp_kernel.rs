@@ -688,65 +688,10 @@ fn gdb_walks_from_a_handler_through_trampoline_and_stub_into_the_interrupted_cod
         return skip::skip("gdb", "apt-get install gdb", false);
     }
     let kernel = build("gdb");
-    // A free loopback port for the gdb stub (taken by QEMU right after).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-machine", "pc", "-m", "128M", "-smp"])
-        .arg(CPUS.to_string())
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
-        .args(["-serial", "null"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .args(["-append", ""])
-        .arg("-gdb")
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .arg("-S")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting qemu-system-x86_64");
-    let script = format!(
-        r#"set pagination off
-set confirm off
-python
-import time
-for i in range(200):
-    try:
-        gdb.execute("target remote 127.0.0.1:{port}")
-        break
-    except gdb.error:
-        time.sleep(0.05)
-end
-break gdb_handler_mark
-continue
-echo BT-BEGIN\n
-bt
-echo BT-END\n
-kill
-"#
+    let text = run_gdb(
+        &kernel,
+        "break gdb_handler_mark\ncontinue\necho BT-BEGIN\\n\nbt\necho BT-END\\n\n",
     );
-    let dir = std::env::temp_dir().join(format!("irqstack-kernel-gdb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("walk.gdb");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new("timeout")
-        .arg("60")
-        .args(["gdb", "-batch", "-nx", "-x"])
-        .arg(&path)
-        .arg(&kernel)
-        .output()
-        .expect("running gdb");
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let bt: Vec<&str> = text
         .lines()
         .skip_while(|l| *l != "BT-BEGIN")
@@ -782,5 +727,241 @@ kill
             .iter()
             .any(|l| l.contains("work::idle_loop")),
         "{text}"
+    );
+}
+
+/// Boots the kernel under QEMU stopped at its first instruction (`-S`), with the gdb stub on a
+/// free loopback port, runs `gdb -batch` on `kernel` with `commands` once connected (then
+/// `kill`), and returns gdb's output. gdb runs under a 120 s timeout; QEMU is killed after.
+fn run_gdb(kernel: &Path, commands: &str) -> String {
+    // A free loopback port for the gdb stub (taken by QEMU right after).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-machine", "pc", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-serial", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", ""])
+        .arg("-gdb")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .arg("-S")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    // gdb retries the connection until QEMU listens.
+    let script = format!(
+        r#"set pagination off
+set confirm off
+python
+import time
+for i in range(200):
+    try:
+        gdb.execute("target remote 127.0.0.1:{port}")
+        break
+    except gdb.error:
+        time.sleep(0.05)
+end
+{commands}
+kill
+"#
+    );
+    let dir =
+        std::env::temp_dir().join(format!("irqstack-kernel-gdb-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("script.gdb");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .args(["gdb", "-batch", "-nx", "-x"])
+        .arg(&path)
+        .arg(kernel)
+        .output()
+        .expect("running gdb");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Linux's own kernel-mode path for the same vector, counted by hand from its source (v6.12,
+/// `arch/x86/entry/entry_64.S` and `calling.h`), with ORC (no frame pointer), IBT and SMAP on,
+/// no mitigation fence taken: instructions between the CPU's delivery and its `iretq`, outside
+/// the C handler and `irqentry_enter()`/`irqentry_exit()`.
+const LINUX_PATH: &[(&str, u32)] = &[
+    // asm_sysvec_apic_timer_interrupt (idtentry, has_error_code=0): ENDBR, ASM_CLAC, cld,
+    // pushq $-1, call error_entry, movq %rax,%rsp, movq %rsp,%rdi, call sysvec_..., jmp
+    // error_return.
+    ("asm_sysvec_apic_timer_interrupt", 9),
+    // error_entry: PUSH_REGS save_ret=1 (pushq %rsi, 2 movq, 12 pushes, pushq %rsi), CLEAR_REGS
+    // (13 xorl), testb/jz, .Lerror_kernelspace (leaq, cmpq, je, movl, cmpq, je, cmpq, jne),
+    // leaq 8(%rsp),%rax, RET.
+    ("error_entry", 16 + 13 + 2 + 8 + 1 + 1),
+    // The switch in the C wrapper (run_sysvec_on_irqstack_cond -> call_on_irqstack_cond):
+    // user_mode() test and branch, hardirq_stack_inuse test and branch, set in use, load
+    // hardirq_stack_ptr, argument, `mov %rsp,(%r11); mov %r11,%rsp; call; pop %rsp`, clear in
+    // use: the fewest a compiler can emit for it.
+    (
+        "call_on_irqstack_cond (C, at best)",
+        2 + 2 + 1 + 1 + 1 + 4 + 1,
+    ),
+    // error_return: testb/jz; restore_regs_and_return_to_kernel: POP_REGS (15), addq $8,%rsp,
+    // ESPFIX64 testb/jnz, iretq.
+    ("error_return .. iretq", 2 + 15 + 1 + 2 + 1),
+];
+
+/// The entry path of `#[idtentry(sysvec)]` (stub, glue, claim, trampoline, shim, release, the
+/// way back, `iretq`), measured: gdb single-steps one CPU through a timer tick that interrupted
+/// the idle `hlt` (kernel mode, IRQ stack free: the switching path), from the stub's first
+/// instruction to its `iretq`. The handler and the backend's entry hooks (`irqentry_enter`/
+/// `irqentry_exit`, `irq_enter_rcu`/`irq_exit_rcu`, which are the kernel's own work, as
+/// Linux's C hooks are) run at full speed: their call or jump is counted, their body is not.
+/// Printed next to Linux's count for the same vector.
+#[test]
+fn entry_path_instruction_count_next_to_linux() {
+    if !tools_present() {
+        return;
+    }
+    if !skip::command_runs("gdb", &["--version"]) {
+        return skip::skip("gdb", "apt-get install gdb", false);
+    }
+    let kernel = build("gdb");
+    let syms = symbols(&kernel);
+    let addr = |want: &dyn Fn(&str) -> bool| {
+        syms.iter()
+            .find(|(_, _, n)| want(n))
+            .map(|(a, _, _)| *a)
+            .unwrap_or_else(|| panic!("symbol not found in {}", kernel.display()))
+    };
+    let handler = addr(&|n| {
+        n.contains("4work27sysvec_apic_timer_interrupt")
+            || n.ends_with("work::sysvec_apic_timer_interrupt")
+    });
+    let hooks: Vec<u64> = [
+        "irqentry_enter",
+        "irqentry_exit",
+        "irq_enter_rcu",
+        "irq_exit_rcu",
+    ]
+    .iter()
+    .map(|h| {
+        let name = format!("_irqstack_no_backend__call_irqstack_set_backend_{h}");
+        addr(&|n| n == name)
+    })
+    .collect();
+    let skip_list = std::iter::once(handler)
+        .chain(hooks)
+        .map(|a| format!("{a:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let commands = format!(
+        r#"set language c
+break *asm_sysvec_apic_timer_interrupt if (*(unsigned long *)$rsp - (unsigned long)&wait_for_interrupt) < 16
+continue
+delete
+set scheduler-locking on
+python
+skip = set([{skip_list}])
+arch = gdb.selected_frame().architecture()
+path = []
+while len(path) < 3000:
+    pc = int(gdb.parse_and_eval("$pc"))
+    if pc in skip:
+        # Entered by a call or a tail jump: run it to its return address.
+        ret = int(gdb.parse_and_eval("*(unsigned long *)$rsp"))
+        gdb.execute("tbreak *%#x" % ret, to_string=True)
+        gdb.execute("continue", to_string=True)
+        continue
+    asm = arch.disassemble(pc)[0]["asm"]
+    sym = gdb.execute("info symbol %#x" % pc, to_string=True).split(" in section")[0]
+    path.append((sym.split(" + ")[0].strip(), asm))
+    if asm.startswith("iretq"):
+        break
+    gdb.execute("stepi", to_string=True)
+print("PATH-BEGIN")
+for sym, asm in path:
+    print("STEP %s | %s" % (sym, asm))
+print("PATH-END")
+end
+"#
+    );
+    let text = run_gdb(&kernel, &commands);
+    let steps: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP "))
+        .map(|l| l.split_once(" | ").unwrap())
+        .collect();
+    assert!(text.contains("PATH-END"), "gdb did not finish:\n{text}");
+    // Per function, in order of first appearance.
+    let mut per: Vec<(String, u32)> = Vec::new();
+    for (sym, _) in &steps {
+        let short = sym
+            .split("::")
+            .filter(|p| !p.starts_with('h') || p.len() != 17)
+            .last()
+            .unwrap_or(sym);
+        let short = if sym.contains("__irqstack_trampoline") {
+            "trampoline (__irqstack_trampoline_reg)".to_owned()
+        } else if sym.contains("__irqstack_shim") {
+            "shim (__irqstack_shim_reg, calls the handler)".to_owned()
+        } else {
+            short.to_owned()
+        };
+        match per.iter_mut().find(|(n, _)| *n == short) {
+            Some((_, c)) => *c += 1,
+            None => per.push((short, 1)),
+        }
+    }
+    let total = steps.len() as u32;
+    let linux: u32 = LINUX_PATH.iter().map(|(_, n)| n).sum();
+    eprintln!("entry path of the timer vector, kernel mode, switching to the IRQ stack:");
+    eprintln!("  irqstack #[idtentry(sysvec)], measured (gdb stepi): {total} instructions");
+    for (n, c) in &per {
+        eprintln!("    {c:4}  {n}");
+    }
+    eprintln!(
+        "  Linux v6.12 asm_sysvec_apic_timer_interrupt, counted from source: {linux} instructions"
+    );
+    for (n, c) in LINUX_PATH {
+        eprintln!("    {c:4}  {n}");
+    }
+    let first = steps.first().map(|s| s.0).unwrap_or("");
+    let last = steps.last().map(|s| s.1).unwrap_or("");
+    assert!(
+        first == "asm_sysvec_apic_timer_interrupt" && last.starts_with("iretq"),
+        "the path does not run from the stub to its iretq:\n{text}"
+    );
+    for want in [
+        "__irqstack_trampoline",
+        "set_backend_claim",
+        "set_backend_release",
+        "__irqstack_idtentry_glue_sysvec_apic_timer_interrupt",
+    ] {
+        assert!(
+            steps.iter().any(|(s, _)| s.contains(want)),
+            "the path does not pass {want}:\n{text}"
+        );
+    }
+    // Not one instruction of the user-mode branch (no swapgs on a kernel-mode tick), one iretq.
+    assert!(
+        !steps.iter().any(|(_, a)| a.starts_with("swapgs")),
+        "{text}"
+    );
+    assert_eq!(
+        steps.iter().filter(|(_, a)| a.starts_with("iretq")).count(),
+        1
+    );
+    // A budget, to catch a regression of the entry path: today's figure plus a margin.
+    assert!(
+        total <= 2 * linux,
+        "the entry path takes {total} instructions, more than twice Linux's {linux}"
     );
 }
