@@ -68,7 +68,7 @@ fn tools_present() -> bool {
 /// kernel is linked at 1 MiB: every symbol is below 2 GiB, so the sign-extended 32-bit
 /// addresses it implies fit (lld would reject any that did not).
 fn rustflags(variant: &str) -> Vec<&'static str> {
-    if variant == "hardened" {
+    if variant.starts_with("hardened") {
         return kernel_object::KERNEL_RUSTFLAGS.to_vec();
     }
     vec![
@@ -115,10 +115,13 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         // the library's trampolines and entry stubs included), for gdb.
         cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
     }
-    if variant == "hardened" {
+    if variant.starts_with("hardened") {
         // As the kernel's build does: the `-Z` code generation flags with the stable compiler.
         cmd.args(["--features", "hardened"])
             .env("RUSTC_BOOTSTRAP", "1");
+    }
+    if variant.ends_with("-legacy-hints") {
+        cmd.args(["--features", "objtool-legacy-hints"]);
     }
     if let Some(obj) = obj {
         cmd.args(["--bin", "irqstack-smp-kernel", "--"])
@@ -643,13 +646,16 @@ fn a_triple_fault_exits_with_status_0_which_is_not_a_pass() {
     assert!(verdict.is_err(), "a triple fault passed as a good run");
 }
 
-/// The hardened kernel's own object (its code, the handlers, trampolines, entry stubs, boot
-/// code and thunks) passes objtool with the kernel's full flag set.
+/// The hardened kernel's own object (its code, the handlers, trampolines, every `#[idtentry]`
+/// entry stub with its unwind hints, the boot code and thunks) passes objtool with the kernel's
+/// full flag set; for objtool 6.1 the stubs carry the hint encoding of Linux before 6.4
+/// (feature `objtool-legacy-hints`), as a 6.1 kernel build would.
 ///
-/// objtool 6.12: no warning at all (the trampoline of the handler that never returns ends in
-/// `call; int3`, so 6.12 no longer asks for a `__noreturn` annotation). objtool 6.1 cannot follow
-/// Rust code that ends in a call to a panic function (it learned Rust's noreturn functions
-/// later) and reports "unexpected end of section" there; any other 6.1 warning fails.
+/// objtool 6.12: no warning at all. objtool 6.1 cannot follow Rust code that ends in a call to a
+/// panic function (it learned Rust's noreturn functions later) and reports "unexpected end of
+/// section" for such a function's own `.text.*` section; that one warning is tolerated there,
+/// never in `.noinstr.text` (the stubs, their glue, the backend's hooks), and any other 6.1
+/// warning fails.
 #[test]
 fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
     let Some(tools) = kernel_object::required_objtools() else {
@@ -658,20 +664,75 @@ fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
     if !tools_present() {
         return;
     }
-    let obj = repo().join("target/smp-kernel/hardened-kernel.o");
-    build_to("hardened", Some(&obj));
     for (ver, tool) in &tools {
+        let variant = if ver == "6.1" {
+            "hardened-legacy-hints"
+        } else {
+            "hardened"
+        };
+        let obj = repo().join(format!("target/smp-kernel/{variant}-kernel.o"));
+        build_to(variant, Some(&obj));
+        assert_stubs_with_hints(&obj);
         let flags = kernel_object::kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
         let warnings = kernel_object::run_objtool(tool, &obj, &flags);
         let unexpected: Vec<&String> = warnings
             .iter()
-            .filter(|w| ver != "6.1" || !w.ends_with("unexpected end of section"))
+            .filter(|w| {
+                !(ver == "6.1"
+                    && w.contains(": warning: objtool: .text.")
+                    && w.ends_with(": unexpected end of section"))
+            })
             .collect();
         assert!(
             unexpected.is_empty(),
             "objtool {ver} {flags:?}: {warnings:#?}"
         );
     }
+}
+
+/// The object objtool checks holds the generated stubs (every IDT entry of the kernel) and
+/// their unwind hints: 224 in the device-vector table, at least two per stub (the hardware
+/// frame at entry, the full frame at the call; a third before `iretq` when it returns).
+fn assert_stubs_with_hints(obj: &Path) {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(obj).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let stubs: Vec<String> = file
+        .symbols()
+        .filter_map(|s| s.name().ok().map(str::to_owned))
+        .filter(|n| n.starts_with("asm_") && !n.ends_with("_vectors"))
+        .collect();
+    for want in [
+        "asm_sysvec_apic_timer_interrupt",
+        "asm_sysvec_call_function_0",
+        "asm_sysvec_reschedule_ipi",
+        "asm_sysvec_spurious_apic_interrupt",
+        "asm_common_interrupt",
+        "asm_exc_page_fault",
+        "asm_exc_general_protection",
+        "asm_exc_double_fault",
+        "asm_exc_nmi",
+        "asm_exc_divide_error",
+    ] {
+        assert!(
+            stubs.iter().any(|s| s == want),
+            "{want} not in {}: {stubs:?}",
+            obj.display()
+        );
+    }
+    assert!(
+        file.symbols()
+            .any(|s| s.name() == Ok("asm_common_interrupt_vectors")),
+        "no device-vector table"
+    );
+    let hints = file
+        .section_by_name(".discard.unwind_hints")
+        .map_or(0, |s| s.size() / 12) as usize;
+    assert!(
+        hints >= 224 + 2 * stubs.len(),
+        "{hints} unwind hints for {} stubs and 224 vectors",
+        stubs.len()
+    );
 }
 
 /// gdb, attached to QEMU's gdb stub, stops at a breakpoint that the timer handler reaches on
