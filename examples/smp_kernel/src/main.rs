@@ -1,14 +1,25 @@
 //! A bare-metal SMP x86-64 test kernel for irqstack: booted by `qemu-system-x86_64 -kernel`
 //! through the PVH note, it brings up every CPU with INIT-SIPI-SIPI, gives each its per-CPU
-//! area (GS base), a 16 KiB IRQ stack with an unmapped guard below it, IST stacks for #DF and
-//! NMI, and runs real interrupts (local APIC timer, IPIs between CPUs, self-IPIs) through
-//! `#[on_irqstack]` handlers and `gs_percpu_backend!`, checking every entry.
+//! area (GS base), a 16 KiB IRQ stack with an unmapped guard below it, IST stacks for #DF, NMI,
+//! #DB and #MC, and runs real interrupts (local APIC timer, IPIs between CPUs, self-IPIs)
+//! through the library's `#[idtentry]` stubs (idt.rs: every vector of the IDT) and
+//! `#[on_irqstack]` handlers, with a backend of its own (percpu.rs) whose entry hooks check
+//! every entry. On top of the workload:
+//!
+//! - a page fault taken on purpose inside a handler on the IRQ stack, fixed up by the #PF
+//!   handler, after which the handler goes on (work.rs, `probe_read`);
+//! - user mode: CPU 1 drops to ring 3 and spins; its timer ticks from ring 3 `swapgs` and run
+//!   on the task stack, its ticks from ring 0 switch (user.rs);
+//! - `gdb_handler_mark`, where the host's gdb test breaks (task stacks are mapped above the IRQ
+//!   stacks so that gdb, which wants the interrupted stack outer to the handler's, walks across).
 //!
 //! It reports on COM1 and exits through isa-debug-exit: 0x10 (status 33) when every check
 //! passed, 0x11 (35) on any failure, 0x22 (69) for the expected IRQ-stack overflow of the
-//! `overflow` boot. `tests/smp_kernel.rs` builds it, boots it and asserts the report.
+//! `overflow` boot. `irqstack-tests/tests/smp_kernel.rs` builds it, boots it and asserts the
+//! report, runs gdb on it and objtool on its object.
 //!
-//! Command line (`-append`): `cpus=N` (CPUs expected, default 4), `overflow`.
+//! Command line (`-append`): `cpus=N` (CPUs expected, default 4), `overflow`,
+//! `fault=pf|nmi|triple`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -7,7 +7,9 @@
 //!
 //! IRQ stacks: each CPU's 16 KiB stack is backed by `IRQ_STACK_MEM` and mapped with 4 KiB pages
 //! in a region of its own at `IRQ_REGION` (4 GiB), slot `cpu`: 16 KiB unmapped (the guard) then
-//! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped.
+//! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped. The task
+//! stacks are mapped in the same region, above the IRQ stacks (`TASK_REGION`), each behind a
+//! guard of its own.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
