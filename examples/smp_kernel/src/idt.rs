@@ -51,21 +51,18 @@ pub const RESCHEDULE_VECTOR: u8 = 0xfd;
 macro_rules! exception {
     ($name:ident, $v:literal) => {
         #[idtentry]
-        #[inline(never)]
         fn $name(regs: &mut PtRegs) -> ! {
             report_exception(regs, $v, u64::MAX)
         }
     };
     ($name:ident, $v:literal, error_code) => {
         #[idtentry(error_code)]
-        #[inline(never)]
         fn $name(regs: &mut PtRegs, error_code: u64) -> ! {
             report_exception(regs, $v, error_code)
         }
     };
     ($name:ident, $v:literal, ist) => {
         #[idtentry(ist)]
-        #[inline(never)]
         fn $name(regs: &mut PtRegs) -> ! {
             report_exception(regs, $v, u64::MAX)
         }
@@ -95,7 +92,6 @@ exception!(exc_control_protection, 21, error_code);
 
 /// #DF, on IST1: the IRQ stack may be the dead one. Never returns (the run ends here).
 #[idtentry(ist, error_code)]
-#[inline(never)]
 fn exc_double_fault(regs: &mut PtRegs, error_code: u64) -> ! {
     report_exception(regs, 8, error_code)
 }
@@ -104,7 +100,6 @@ fn exc_double_fault(regs: &mut PtRegs, error_code: u64) -> ! {
 /// run. It runs on the stack the fault happened on (no IST): inside an `#[on_irqstack]`
 /// handler, that is the IRQ stack.
 #[idtentry(error_code)]
-#[inline(never)]
 fn exc_page_fault(regs: &mut PtRegs, error_code: u64) {
     let cr2 = crate::hw::read_cr2();
     if crate::work::probe_fixup(regs, cr2, error_code) {

@@ -370,7 +370,6 @@ fn irq_exit_rcu_count() {
 /// The local APIC timer, `DEFINE_IDTENTRY_SYSVEC(sysvec_apic_timer_interrupt)`: the glue runs
 /// it on this CPU's IRQ stack (in place when the stack is in use).
 #[idtentry(sysvec)]
-#[inline(never)]
 pub fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
     let nested = hardirq_checks(regs, "timer");
     let user = regs.user_mode();
@@ -461,7 +460,6 @@ pub extern "C" fn gdb_handler_mark(tick: u64) -> u64 {
 macro_rules! call_function_vector {
     ($name:ident, $src:literal) => {
         #[idtentry(sysvec)]
-        #[inline(never)]
         pub fn $name(regs: &mut PtRegs) {
             call_function_interrupt(regs, $src)
         }
@@ -491,7 +489,6 @@ fn call_function_interrupt(regs: &mut PtRegs, src: usize) {
 
 /// The reschedule IPI, `DEFINE_IDTENTRY_SYSVEC(sysvec_reschedule_ipi)`.
 #[idtentry(sysvec)]
-#[inline(never)]
 pub fn sysvec_reschedule_ipi(regs: &mut PtRegs) {
     let nested = hardirq_checks(regs, "reschedule");
     let cpu = cpu_id() as usize;
@@ -509,7 +506,6 @@ pub fn sysvec_reschedule_ipi(regs: &mut PtRegs) {
 /// Device interrupts, `DEFINE_IDTENTRY_IRQ(common_interrupt)`: one 16-byte stub per vector
 /// pushes the vector, which the handler gets as its argument (orig_ax is -1 again).
 #[idtentry(irq)]
-#[inline(never)]
 pub fn common_interrupt(regs: &mut PtRegs, vector: u8) {
     hardirq_checks(regs, "device");
     check!(vector == idt::DEVICE_VECTOR, "device: vector {vector:#x}");
@@ -525,7 +521,6 @@ pub fn common_interrupt(regs: &mut PtRegs, vector: u8) {
 
 /// Spurious APIC interrupts: counted, no EOI (as the SDM says).
 #[idtentry(sysvec)]
-#[inline(never)]
 pub fn sysvec_spurious_apic_interrupt(_regs: &mut PtRegs) {
     stats().spurious.fetch_add(1, Relaxed);
 }
