@@ -941,14 +941,19 @@ while len(path) < 3000:
         gdb.execute("tbreak *%#x" % ret, to_string=True)
         gdb.execute("continue", to_string=True)
         continue
+    if path and path[-1][0] == pc:
+        # The stub reported a stop without executing (QEMU does, now and then): not counted
+        # twice; nothing on this path jumps to itself.
+        gdb.execute("stepi", to_string=True)
+        continue
     asm = arch.disassemble(pc)[0]["asm"]
     sym = gdb.execute("info symbol %#x" % pc, to_string=True).split(" in section")[0]
-    path.append((sym.split(" + ")[0].strip(), asm))
+    path.append((pc, sym.split(" + ")[0].strip(), asm))
     if asm.startswith("iretq"):
         break
     gdb.execute("stepi", to_string=True)
 print("PATH-BEGIN")
-for sym, asm in path:
+for pc, sym, asm in path:
     print("STEP %s | %s" % (sym, asm))
 print("PATH-END")
 end
