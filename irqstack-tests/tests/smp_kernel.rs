@@ -5,9 +5,15 @@
 //! status (isa-debug-exit: 33 pass, 35 failure, 69 the expected IRQ-stack overflow; a triple
 //! fault exits with 0, which never counts as a pass).
 //!
-//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target: without them each test
-//! prints a "skipped" line and passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or
-//! `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
+//! Every entry stub of the kernel comes from `#[idtentry]`. Besides the workload checks: a page
+//! fault fixed up inside a handler, timer ticks from ring 3 (swapgs, task stack) and ring 0
+//! (switched), gdb attached to QEMU's gdb stub walking from a handler into the interrupted code,
+//! the entry path's instruction count next to Linux's, objtool 6.1 and 6.12 on the kernel object.
+//!
+//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target (and gdb for the two gdb
+//! tests, objtool for the objtool test): without them each test prints a "skipped" line and
+//! passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`, where it
+//! fails.
 //!
 //! `cargo test -p irqstack-tests --test smp_kernel -- --nocapture --test-threads=1` shows the
 //! kernel's report (a table per CPU).
