@@ -5,6 +5,7 @@
 
 mod kernel_object;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use kernel_object::{
@@ -132,6 +133,58 @@ fn stubs_save_the_frame_swap_gs_for_user_mode_and_return_with_iretq() {
             .all(|(_, i)| i.ends_with("asm_irqstack_km_common_interrupt-0x4")),
         "{jumps:#?}"
     );
+}
+
+/// The handlers stay ordinary functions in `.text` (not inlined into the `noinstr` glue, whose
+/// code is in `.noinstr.text`): each glue calls a function defined in a `.text` section of the
+/// object (its handler, or an identical handler the compiler folded it with), as Linux's
+/// `DEFINE_IDTENTRY*` keeps `__func` out of its `noinstr` wrapper.
+#[test]
+fn handlers_stay_out_of_line_in_text_and_the_glue_calls_them() {
+    if !required_target(KERNEL_TARGET) {
+        return;
+    }
+    let obj = build_kernel("kernel-clean", &[], &[]);
+    let funcs = disassemble(&obj);
+    let table = Command::new("objdump")
+        .arg("-t")
+        .arg(&obj)
+        .output()
+        .expect("objdump (binutils) is needed to read the object");
+    let table = String::from_utf8_lossy(&table.stdout);
+    // Defined symbols: name -> section (`objdump -t`: address, flags, section, size, name).
+    let section_of: BTreeMap<&str, &str> = table
+        .lines()
+        .filter_map(|l| {
+            let name = l.split_whitespace().last()?;
+            let section = l.split_whitespace().find(|w| w.starts_with('.'))?;
+            Some((name, section))
+        })
+        .collect();
+    let in_text = |target: &str| {
+        let name = target.split(['+', '-']).next().unwrap_or(target);
+        let section = if name.starts_with(".text") {
+            name
+        } else {
+            section_of.get(name).copied().unwrap_or("*UND*")
+        };
+        section.starts_with(".text")
+    };
+    for (stub, _, _) in STUBS {
+        let handler = stub.strip_prefix("asm_").unwrap();
+        let glue = format!("__irqstack_idtentry_glue_{handler}");
+        let calls: Vec<&str> = funcs[&glue]
+            .iter()
+            .filter(|(_, i)| i.starts_with("call"))
+            .filter_map(|(_, i)| i.split(" -> ").nth(1))
+            .collect();
+        assert!(
+            calls.iter().any(|t| in_text(t)),
+            "{glue} calls no function in .text (the handler was inlined into .noinstr.text?): \
+             {:#?}",
+            funcs[&glue]
+        );
+    }
 }
 
 #[test]

@@ -5,9 +5,15 @@
 //! status (isa-debug-exit: 33 pass, 35 failure, 69 the expected IRQ-stack overflow; a triple
 //! fault exits with 0, which never counts as a pass).
 //!
-//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target: without them each test
-//! prints a "skipped" line and passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or
-//! `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
+//! Every entry stub of the kernel comes from `#[idtentry]`. Besides the workload checks: a page
+//! fault fixed up inside a handler, timer ticks from ring 3 (swapgs, task stack) and ring 0
+//! (switched), gdb attached to QEMU's gdb stub walking from a handler into the interrupted code,
+//! the entry path's instruction count next to Linux's, objtool 6.1 and 6.12 on the kernel object.
+//!
+//! Needs `qemu-system-x86_64` and the `x86_64-unknown-none` target (and gdb for the two gdb
+//! tests, objtool for the objtool test): without them each test prints a "skipped" line and
+//! passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`, where it
+//! fails.
 //!
 //! `cargo test -p irqstack-tests --test smp_kernel -- --nocapture --test-threads=1` shows the
 //! kernel's report (a table per CPU).
@@ -68,7 +74,7 @@ fn tools_present() -> bool {
 /// kernel is linked at 1 MiB: every symbol is below 2 GiB, so the sign-extended 32-bit
 /// addresses it implies fit (lld would reject any that did not).
 fn rustflags(variant: &str) -> Vec<&'static str> {
-    if variant == "hardened" {
+    if variant.starts_with("hardened") {
         return kernel_object::KERNEL_RUSTFLAGS.to_vec();
     }
     vec![
@@ -110,10 +116,18 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
-    if variant == "hardened" {
+    if variant == "gdb" {
+        // The basic kernel with debug info (DWARF, and `.debug_frame` CFI for every function,
+        // the library's trampolines and entry stubs included), for gdb.
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
+    }
+    if variant.starts_with("hardened") {
         // As the kernel's build does: the `-Z` code generation flags with the stable compiler.
         cmd.args(["--features", "hardened"])
             .env("RUSTC_BOOTSTRAP", "1");
+    }
+    if variant.ends_with("-legacy-hints") {
+        cmd.args(["--features", "objtool-legacy-hints"]);
     }
     if let Some(obj) = obj {
         cmd.args(["--bin", "irqstack-smp-kernel", "--"])
@@ -196,14 +210,26 @@ fn boot(kernel: &Path, append: &str) -> Boot {
     }
 }
 
-/// Function symbols of the ELF, sorted by address: (start, end, name).
+/// Code symbols of the ELF, sorted by address: (start, end, name). Functions, and the
+/// `STT_NOTYPE` symbols of code in executable sections (the `#[idtentry]` stubs are typeless,
+/// like Linux's `SYM_CODE_START` code).
 fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
-    use object::{Object, ObjectSymbol, SymbolKind};
+    use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
     let data = std::fs::read(elf).unwrap();
     let file = object::File::parse(&*data).unwrap();
+    let in_text = |s: &object::Symbol<'_, '_>| {
+        s.section_index()
+            .and_then(|i| file.section_by_index(i).ok())
+            .is_some_and(|sec| sec.kind() == SectionKind::Text)
+    };
     let mut syms: Vec<(u64, u64, String)> = file
         .symbols()
-        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter(|s| {
+            s.kind() == SymbolKind::Text
+                || (s.kind() == SymbolKind::Unknown
+                    && in_text(s)
+                    && s.name().is_ok_and(|n| !n.is_empty() && !n.starts_with('.')))
+        })
         .filter_map(|s| {
             Some((
                 s.address(),
@@ -238,6 +264,9 @@ fn expected_checks(variant: &str) -> Vec<&'static str> {
         "self-ipi",
         "shapes",
         "idtentry-sysvec",
+        "idtentry-hooks",
+        "pf-fixup",
+        "user-mode",
         "irq-stack-depth",
         "backtrace",
     ];
@@ -319,9 +348,29 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
         "self-ipi",
         "shapes",
         "idtentry-sysvec",
+        "idtentry-hooks",
+        "pf-fixup",
     ] {
         assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
     }
+    // User mode on CPU 1: at least 50 timer ticks from ring 3 (each checked in the kernel:
+    // swapgs gave the handler the kernel's GS base, it ran on the task stack), none on the
+    // other CPUs; ticks from ring 0 that switched to the IRQ stack on every CPU.
+    let user = check("user-mode");
+    let uticks = per_cpu("user-mode");
+    for (cpu, &t) in uticks.iter().enumerate() {
+        assert!(
+            if cpu == 1 { t >= 50 } else { t == 0 },
+            "ticks from ring 3: {uticks:?}\n{}",
+            ctx()
+        );
+    }
+    let kticks = figures(&user[user.find("), [").unwrap() + 3..]);
+    assert!(
+        kticks.len() == CPUS && kticks.iter().all(|&x| x > 0),
+        "ticks from ring 0 that switched: {kticks:?}\n{}",
+        ctx()
+    );
     assert!(
         per_cpu("irq-stack-depth")
             .iter()
@@ -354,8 +403,9 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     assert_eq!(sent, handled, "IPIs sent and handled\n{}", ctx());
 
     // The frame-pointer walk of each CPU: from the timer handler's frame (whose return address
-    // is in the trampoline) through the entry function and the stub into the interrupted idle
-    // code and the CPU's boot path.
+    // is in the shim of the `#[on_irqstack]` function the `#[idtentry(sysvec)]` glue runs it
+    // through) through the trampoline, the glue and the generated entry stub into the
+    // interrupted idle code and the CPU's boot path.
     let syms = symbols(kernel);
     let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
     assert_eq!(bts.len(), CPUS, "{}", ctx());
@@ -378,10 +428,11 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
                 )
             })
             .collect();
-        let want: [&dyn Fn(&str) -> bool; 8] = [
-            &|n| n.contains("timer_interrupt") && n.contains("__irqstack_trampoline"),
-            &|n| n == "sysvec_apic_timer",
-            &|n| n == "asm_sysvec_apic_timer",
+        let want: [&dyn Fn(&str) -> bool; 9] = [
+            &|n| n.contains("on_irq_stack") && n.contains("shim"),
+            &|n| n.contains("on_irq_stack") && n.contains("trampoline") && !n.contains("shim"),
+            &|n| n == "__irqstack_idtentry_glue_sysvec_apic_timer_interrupt",
+            &|n| n == "asm_sysvec_apic_timer_interrupt",
             &|n| n == "wait_for_interrupt",
             &|n| n == "idle_loop",
             &|n| n.contains("cpu_main"),
@@ -572,7 +623,7 @@ fn a_page_fault_in_a_handler_is_reported_and_fails_the_run() {
     // The faulting instruction is in the timer handler's body, on the IRQ stack.
     let name = resolve(&symbols(&kernel), rip + 1);
     assert!(
-        name.contains("timer_interrupt"),
+        name.contains("sysvec_apic_timer_interrupt"),
         "rip {rip:#x} is in {name}\n{}",
         b.log
     );
@@ -601,13 +652,16 @@ fn a_triple_fault_exits_with_status_0_which_is_not_a_pass() {
     assert!(verdict.is_err(), "a triple fault passed as a good run");
 }
 
-/// The hardened kernel's own object (its code, the handlers, trampolines, entry stubs, boot
-/// code and thunks) passes objtool with the kernel's full flag set.
+/// The hardened kernel's own object (its code, the handlers, trampolines, every `#[idtentry]`
+/// entry stub with its unwind hints, the boot code and thunks) passes objtool with the kernel's
+/// full flag set; for objtool 6.1 the stubs carry the hint encoding of Linux before 6.4
+/// (feature `objtool-legacy-hints`), as a 6.1 kernel build would.
 ///
-/// objtool 6.12: no warning at all (the trampoline of the handler that never returns ends in
-/// `call; int3`, so 6.12 no longer asks for a `__noreturn` annotation). objtool 6.1 cannot follow
-/// Rust code that ends in a call to a panic function (it learned Rust's noreturn functions
-/// later) and reports "unexpected end of section" there; any other 6.1 warning fails.
+/// objtool 6.12: no warning at all. objtool 6.1 cannot follow Rust code that ends in a call to a
+/// panic function (it learned Rust's noreturn functions later) and reports "unexpected end of
+/// section" for such a function's own `.text.*` section; that one warning is tolerated there,
+/// never in `.noinstr.text` (the stubs, their glue, the backend's hooks), and any other 6.1
+/// warning fails.
 #[test]
 fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
     let Some(tools) = kernel_object::required_objtools() else {
@@ -616,18 +670,370 @@ fn hardened_kernel_object_passes_objtool_with_the_kernels_flags() {
     if !tools_present() {
         return;
     }
-    let obj = repo().join("target/smp-kernel/hardened-kernel.o");
-    build_to("hardened", Some(&obj));
     for (ver, tool) in &tools {
+        let variant = if ver == "6.1" {
+            "hardened-legacy-hints"
+        } else {
+            "hardened"
+        };
+        let obj = repo().join(format!("target/smp-kernel/{variant}-kernel.o"));
+        build_to(variant, Some(&obj));
+        assert_stubs_with_hints(&obj);
         let flags = kernel_object::kernel_objtool_flags(if ver == "6.1" { "6.1" } else { ver });
         let warnings = kernel_object::run_objtool(tool, &obj, &flags);
         let unexpected: Vec<&String> = warnings
             .iter()
-            .filter(|w| ver != "6.1" || !w.ends_with("unexpected end of section"))
+            .filter(|w| {
+                !(ver == "6.1"
+                    && w.contains(": warning: objtool: .text.")
+                    && w.ends_with(": unexpected end of section"))
+            })
             .collect();
         assert!(
             unexpected.is_empty(),
             "objtool {ver} {flags:?}: {warnings:#?}"
         );
     }
+}
+
+/// The object objtool checks holds the generated stubs (every IDT entry of the kernel) and
+/// their unwind hints: 224 in the device-vector table, at least two per stub (the hardware
+/// frame at entry, the full frame at the call; a third before `iretq` when it returns).
+fn assert_stubs_with_hints(obj: &Path) {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(obj).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let stubs: Vec<String> = file
+        .symbols()
+        .filter_map(|s| s.name().ok().map(str::to_owned))
+        .filter(|n| n.starts_with("asm_") && !n.ends_with("_vectors"))
+        .collect();
+    for want in [
+        "asm_sysvec_apic_timer_interrupt",
+        "asm_sysvec_call_function_0",
+        "asm_sysvec_reschedule_ipi",
+        "asm_sysvec_spurious_apic_interrupt",
+        "asm_common_interrupt",
+        "asm_exc_page_fault",
+        "asm_exc_general_protection",
+        "asm_exc_double_fault",
+        "asm_exc_nmi",
+        "asm_exc_divide_error",
+    ] {
+        assert!(
+            stubs.iter().any(|s| s == want),
+            "{want} not in {}: {stubs:?}",
+            obj.display()
+        );
+    }
+    assert!(
+        file.symbols()
+            .any(|s| s.name() == Ok("asm_common_interrupt_vectors")),
+        "no device-vector table"
+    );
+    let hints = file
+        .section_by_name(".discard.unwind_hints")
+        .map_or(0, |s| s.size() / 12) as usize;
+    assert!(
+        hints >= 224 + 2 * stubs.len(),
+        "{hints} unwind hints for {} stubs and 224 vectors",
+        stubs.len()
+    );
+}
+
+/// gdb, attached to QEMU's gdb stub, stops at a breakpoint that the timer handler reaches on
+/// the IRQ stack (`gdb_handler_mark`, called by the handler when the tick interrupted the idle
+/// `hlt`) and walks the stack from DWARF CFI alone: `bt` shows the handler, the `#[on_irqstack]`
+/// trampoline, the `#[idtentry]` glue and entry stub, and the interrupted function, in that
+/// order, and goes on to the CPU's boot path.
+#[test]
+fn gdb_walks_from_a_handler_through_trampoline_and_stub_into_the_interrupted_code() {
+    if !tools_present() {
+        return;
+    }
+    if !skip::command_runs("gdb", &["--version"]) {
+        return skip::skip("gdb", "apt-get install gdb", false);
+    }
+    let kernel = build("gdb");
+    let text = run_gdb(
+        &kernel,
+        "break gdb_handler_mark\ncontinue\necho BT-BEGIN\\n\nbt\necho BT-END\\n\n",
+    );
+    let bt: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "BT-BEGIN")
+        .skip(1)
+        .take_while(|l| *l != "BT-END")
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    eprintln!("gdb bt from the timer handler:\n{}", bt.join("\n"));
+    let find = |what: &str, f: &dyn Fn(&str) -> bool| {
+        bt.iter()
+            .position(|l| f(l))
+            .unwrap_or_else(|| panic!("no {what} frame in gdb's bt:\n{text}"))
+    };
+    let handler = find("handler", &|l| {
+        l.contains("work::sysvec_apic_timer_interrupt (regs=")
+    });
+    let trampoline = find("trampoline", &|l| l.contains("__irqstack_trampoline"));
+    let glue = find("glue", &|l| {
+        l.contains("work::__irqstack_idtentry_glue_sysvec_apic_timer_interrupt (regs=")
+    });
+    let stub = find("entry stub", &|l| {
+        l.contains(" in asm_sysvec_apic_timer_interrupt ()")
+    });
+    let interrupted = find("interrupted", &|l| l.contains(" in wait_for_interrupt ()"));
+    assert!(
+        handler < trampoline && trampoline < glue && glue < stub && stub + 1 == interrupted,
+        "frames out of order (handler {handler}, trampoline {trampoline}, glue {glue}, stub \
+         {stub}, interrupted {interrupted}):\n{text}"
+    );
+    // And on through the interrupted code's callers.
+    assert!(
+        bt[interrupted + 1..]
+            .iter()
+            .any(|l| l.contains("work::idle_loop")),
+        "{text}"
+    );
+}
+
+/// Boots the kernel under QEMU stopped at its first instruction (`-S`), with the gdb stub on a
+/// free loopback port, runs `gdb -batch` on `kernel` with `commands` once connected (then
+/// `kill`), and returns gdb's output. gdb runs under a 120 s timeout; QEMU is killed after.
+fn run_gdb(kernel: &Path, commands: &str) -> String {
+    // A free loopback port for the gdb stub (taken by QEMU right after).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-machine", "pc", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-serial", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", ""])
+        .arg("-gdb")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .arg("-S")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    // gdb retries the connection until QEMU listens.
+    let script = format!(
+        r#"set pagination off
+set confirm off
+python
+import time
+for i in range(200):
+    try:
+        gdb.execute("target remote 127.0.0.1:{port}")
+        break
+    except gdb.error:
+        time.sleep(0.05)
+end
+{commands}
+kill
+"#
+    );
+    let dir =
+        std::env::temp_dir().join(format!("irqstack-kernel-gdb-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("script.gdb");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .args(["gdb", "-batch", "-nx", "-x"])
+        .arg(&path)
+        .arg(kernel)
+        .output()
+        .expect("running gdb");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Linux's own kernel-mode path for the same vector, counted by hand from its source (v6.12,
+/// `arch/x86/entry/entry_64.S` and `calling.h`), with ORC (no frame pointer), IBT and SMAP on,
+/// no mitigation fence taken: instructions between the CPU's delivery and its `iretq`, outside
+/// the C handler and `irqentry_enter()`/`irqentry_exit()`.
+const LINUX_PATH: &[(&str, u32)] = &[
+    // asm_sysvec_apic_timer_interrupt (idtentry, has_error_code=0): ENDBR, ASM_CLAC, cld,
+    // pushq $-1, call error_entry, movq %rax,%rsp, movq %rsp,%rdi, call sysvec_..., jmp
+    // error_return.
+    ("asm_sysvec_apic_timer_interrupt", 9),
+    // error_entry: PUSH_REGS save_ret=1 (pushq %rsi, 2 movq, 12 pushes, pushq %rsi), CLEAR_REGS
+    // (13 xorl), testb/jz, .Lerror_kernelspace (leaq, cmpq, je, movl, cmpq, je, cmpq, jne),
+    // leaq 8(%rsp),%rax, RET.
+    ("error_entry", 16 + 13 + 2 + 8 + 1 + 1),
+    // The switch in the C wrapper (run_sysvec_on_irqstack_cond -> call_on_irqstack_cond):
+    // user_mode() test and branch, hardirq_stack_inuse test and branch, set in use, load
+    // hardirq_stack_ptr, argument, `mov %rsp,(%r11); mov %r11,%rsp; call; pop %rsp`, clear in
+    // use: the fewest a compiler can emit for it.
+    (
+        "call_on_irqstack_cond (C, at best)",
+        2 + 2 + 1 + 1 + 1 + 4 + 1,
+    ),
+    // error_return: testb/jz; restore_regs_and_return_to_kernel: POP_REGS (15), addq $8,%rsp,
+    // ESPFIX64 testb/jnz, iretq.
+    ("error_return .. iretq", 2 + 15 + 1 + 2 + 1),
+];
+
+/// The entry path of `#[idtentry(sysvec)]` (stub, glue, claim, trampoline, shim, release, the
+/// way back, `iretq`), measured: gdb single-steps one CPU through a timer tick that interrupted
+/// the idle `hlt` (kernel mode, IRQ stack free: the switching path), from the stub's first
+/// instruction to its `iretq`. The handler and the backend's entry hooks (`irqentry_enter`/
+/// `irqentry_exit`, `irq_enter_rcu`/`irq_exit_rcu`, which are the kernel's own work, as
+/// Linux's C hooks are) run at full speed: their call or jump is counted, their body is not.
+/// Printed next to Linux's count for the same vector.
+#[test]
+fn entry_path_instruction_count_next_to_linux() {
+    if !tools_present() {
+        return;
+    }
+    if !skip::command_runs("gdb", &["--version"]) {
+        return skip::skip("gdb", "apt-get install gdb", false);
+    }
+    let kernel = build("gdb");
+    let syms = symbols(&kernel);
+    let addr = |want: &dyn Fn(&str) -> bool| {
+        syms.iter()
+            .find(|(_, _, n)| want(n))
+            .map(|(a, _, _)| *a)
+            .unwrap_or_else(|| panic!("symbol not found in {}", kernel.display()))
+    };
+    let handler = addr(&|n| {
+        n.contains("4work27sysvec_apic_timer_interrupt")
+            || n.ends_with("work::sysvec_apic_timer_interrupt")
+    });
+    let hooks: Vec<u64> = [
+        "irqentry_enter",
+        "irqentry_exit",
+        "irq_enter_rcu",
+        "irq_exit_rcu",
+    ]
+    .iter()
+    .map(|h| {
+        let name = format!("_irqstack_no_backend__call_irqstack_set_backend_{h}");
+        addr(&|n| n == name)
+    })
+    .collect();
+    let skip_list = std::iter::once(handler)
+        .chain(hooks)
+        .map(|a| format!("{a:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let commands = format!(
+        r#"set language c
+break *asm_sysvec_apic_timer_interrupt if (*(unsigned long *)$rsp - (unsigned long)&wait_for_interrupt) < 16
+continue
+delete
+set scheduler-locking on
+python
+skip = set([{skip_list}])
+arch = gdb.selected_frame().architecture()
+path = []
+while len(path) < 3000:
+    pc = int(gdb.parse_and_eval("$pc"))
+    if pc in skip:
+        # Entered by a call or a tail jump: run it to its return address.
+        ret = int(gdb.parse_and_eval("*(unsigned long *)$rsp"))
+        gdb.execute("tbreak *%#x" % ret, to_string=True)
+        gdb.execute("continue", to_string=True)
+        continue
+    if path and path[-1][0] == pc:
+        # The stub reported a stop without executing (QEMU does, now and then): not counted
+        # twice; nothing on this path jumps to itself.
+        gdb.execute("stepi", to_string=True)
+        continue
+    asm = arch.disassemble(pc)[0]["asm"]
+    sym = gdb.execute("info symbol %#x" % pc, to_string=True).split(" in section")[0]
+    path.append((pc, sym.split(" + ")[0].strip(), asm))
+    if asm.startswith("iretq"):
+        break
+    gdb.execute("stepi", to_string=True)
+print("PATH-BEGIN")
+for pc, sym, asm in path:
+    print("STEP %s | %s" % (sym, asm))
+print("PATH-END")
+end
+"#
+    );
+    let text = run_gdb(&kernel, &commands);
+    let steps: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP "))
+        .map(|l| l.split_once(" | ").unwrap())
+        .collect();
+    assert!(text.contains("PATH-END"), "gdb did not finish:\n{text}");
+    // Per function, in order of first appearance.
+    let mut per: Vec<(String, u32)> = Vec::new();
+    for (sym, _) in &steps {
+        let short = sym
+            .split("::")
+            .filter(|p| !p.starts_with('h') || p.len() != 17)
+            .last()
+            .unwrap_or(sym);
+        let short = if sym.contains("__irqstack_trampoline") {
+            "trampoline (__irqstack_trampoline_reg)".to_owned()
+        } else if sym.contains("__irqstack_shim") {
+            "shim (__irqstack_shim_reg, calls the handler)".to_owned()
+        } else {
+            short.to_owned()
+        };
+        match per.iter_mut().find(|(n, _)| *n == short) {
+            Some((_, c)) => *c += 1,
+            None => per.push((short, 1)),
+        }
+    }
+    let total = steps.len() as u32;
+    let linux: u32 = LINUX_PATH.iter().map(|(_, n)| n).sum();
+    eprintln!("entry path of the timer vector, kernel mode, switching to the IRQ stack:");
+    eprintln!("  irqstack #[idtentry(sysvec)], measured (gdb stepi): {total} instructions");
+    for (n, c) in &per {
+        eprintln!("    {c:4}  {n}");
+    }
+    eprintln!(
+        "  Linux v6.12 asm_sysvec_apic_timer_interrupt, counted from source: {linux} instructions"
+    );
+    for (n, c) in LINUX_PATH {
+        eprintln!("    {c:4}  {n}");
+    }
+    let first = steps.first().map(|s| s.0).unwrap_or("");
+    let last = steps.last().map(|s| s.1).unwrap_or("");
+    assert!(
+        first == "asm_sysvec_apic_timer_interrupt" && last.starts_with("iretq"),
+        "the path does not run from the stub to its iretq:\n{text}"
+    );
+    for want in [
+        "__irqstack_trampoline",
+        "set_backend_claim",
+        "set_backend_release",
+        "__irqstack_idtentry_glue_sysvec_apic_timer_interrupt",
+    ] {
+        assert!(
+            steps.iter().any(|(s, _)| s.contains(want)),
+            "the path does not pass {want}:\n{text}"
+        );
+    }
+    // Not one instruction of the user-mode branch (no swapgs on a kernel-mode tick), one iretq.
+    assert!(
+        !steps.iter().any(|(_, a)| a.starts_with("swapgs")),
+        "{text}"
+    );
+    assert_eq!(
+        steps.iter().filter(|(_, a)| a.starts_with("iretq")).count(),
+        1
+    );
+    // A budget, to catch a regression of the entry path: today's figure plus a margin.
+    assert!(
+        total <= 2 * linux,
+        "the entry path takes {total} instructions, more than twice Linux's {linux}"
+    );
 }

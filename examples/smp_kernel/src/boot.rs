@@ -73,7 +73,7 @@ long_entry_bsp:
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs                   /* the GS base is set later, after this load (it resets it) */
-    movq $TASK_STACKS + {task_stack_size}, %rsp
+    movabsq ${bsp_stack_top}, %rsp  /* CPU 0's task stack, mapped above the IRQ stacks */
     xorl %ebp, %ebp                 /* ends the frame-pointer chain */
     call kernel_main_bsp
     ud2
@@ -133,7 +133,8 @@ ap_trampoline_end:
     .popsection
 
     /* The GDT: null, 64-bit kernel code (0x08), kernel data (0x10), then one 16-byte TSS
-       descriptor per CPU (0x18 + 16 * cpu), written by each CPU before `ltr`. */
+       descriptor per CPU (0x18 + 16 * cpu), written by each CPU before `ltr`, then user data
+       and 64-bit user code, DPL 3 (user.rs: selectors 0x58 and 0x60 with 4 CPUs, RPL 3). */
     .pushsection .data.gdt, "aw"
     .balign 16
     .globl gdt
@@ -142,6 +143,8 @@ gdt:
     .quad 0x00af9a000000ffff
     .quad 0x00cf92000000ffff
     .fill {max_cpus} * 2, 8, 0
+    .quad 0x00cff2000000ffff        /* user data: present, DPL 3, writable */
+    .quad 0x00affa000000ffff        /* user code: present, DPL 3, 64-bit (L) */
     .globl gdt_end
 gdt_end:
     .balign 8
@@ -154,7 +157,9 @@ pvh_start_info:
     .quad 0
     .popsection
 
-    /* Page tables. PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages mapping
+    /* Page tables. The identity map is user-accessible (bit 2 at every level): user.rs runs a
+       loop of kernel text in ring 3 (SMEP and SMAP stay off, so ring 0 is not affected).
+       PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages mapping
        0..4 GiB to itself (the kernel, its data, low memory for the trampoline, the local APIC at
        0xFEE00000); PDPT[4] -> a directory whose first entry points at IRQ_PT, the 4 KiB page table
        of the IRQ-stack region at 4 GiB (filled by mm.rs: stacks mapped, guard pages not). */
@@ -162,30 +167,50 @@ pvh_start_info:
     .balign 4096
     .globl pml4
 pml4:
-    .quad pdpt + 0x3
+    .quad pdpt + 0x7
     .fill 511, 8, 0
 pdpt:
-    .quad pd_identity + 0x3
-    .quad pd_identity + 0x1000 + 0x3
-    .quad pd_identity + 0x2000 + 0x3
-    .quad pd_identity + 0x3000 + 0x3
+    .quad pd_identity + 0x7
+    .quad pd_identity + 0x1000 + 0x7
+    .quad pd_identity + 0x2000 + 0x7
+    .quad pd_identity + 0x3000 + 0x7
     .quad pd_irq + 0x3
     .fill 507, 8, 0
 pd_identity:
     .set page, 0
     .rept 2048
-    .quad (page << 21) | 0x83       /* present, writable, 2 MiB page */
+    .quad (page << 21) | 0x87       /* present, writable, user, 2 MiB page */
     .set page, page + 1
     .endr
 pd_irq:
     .quad IRQ_PT + 0x3
     .fill 511, 8, 0
+    /* The 4 KiB page table of the region at 4 GiB: the IRQ stacks and their guards in the first
+       256 KiB (filled by percpu.rs), then each CPU's task stack, mapped here from TASK_STACKS
+       (identity-mapped .bss) behind an unmapped 32 KiB guard: 64 KiB a CPU (percpu.rs,
+       TASK_REGION). The task stacks lie above the IRQ stacks, as debuggers expect the stack a
+       handler interrupted to be outer (higher) than the one it runs on. */
     .globl IRQ_PT
 IRQ_PT:
-    .fill 512, 8, 0
+    .fill {task_region_index}, 8, 0
+    .set cpu, 0
+    .rept {max_cpus}
+    .fill {task_guard_pages}, 8, 0
+    .set page, 0
+    .rept {task_stack_pages}
+    .quad TASK_STACKS + (cpu * {task_stack_size} + page * 4096 + 0x3)
+    .set page, page + 1
+    .endr
+    .set cpu, cpu + 1
+    .endr
+    .fill 512 - {task_region_index} - {max_cpus} * ({task_guard_pages} + {task_stack_pages}), 8, 0
     .popsection
 "#,
     task_stack_size = const crate::TASK_STACK_SIZE,
+    bsp_stack_top = const crate::percpu::task_stack_top(0),
+    task_region_index = const (crate::percpu::TASK_REGION - crate::percpu::IRQ_REGION) / 4096,
+    task_guard_pages = const crate::percpu::TASK_GUARD_SIZE / 4096,
+    task_stack_pages = const crate::TASK_STACK_SIZE / 4096,
     max_cpus = const crate::MAX_CPUS,
     options(att_syntax)
 );
@@ -195,7 +220,7 @@ unsafe extern "C" {
     pub static ap_trampoline_start: u8;
     pub static ap_trampoline_end: u8;
     /// The GDT (null, code, data, then the TSS descriptors).
-    pub static mut gdt: [u64; 3 + 2 * crate::MAX_CPUS];
+    pub static mut gdt: [u64; 3 + 2 * crate::MAX_CPUS + 2];
     /// Physical address of `hvm_start_info`, saved by the 32-bit entry.
     pub static pvh_start_info: u64;
     /// The 4 KiB page table of the IRQ-stack region (virtual `IRQ_REGION`).

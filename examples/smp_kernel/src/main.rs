@@ -1,14 +1,25 @@
 //! A bare-metal SMP x86-64 test kernel for irqstack: booted by `qemu-system-x86_64 -kernel`
 //! through the PVH note, it brings up every CPU with INIT-SIPI-SIPI, gives each its per-CPU
-//! area (GS base), a 16 KiB IRQ stack with an unmapped guard below it, IST stacks for #DF and
-//! NMI, and runs real interrupts (local APIC timer, IPIs between CPUs, self-IPIs) through
-//! `#[on_irqstack]` handlers and `gs_percpu_backend!`, checking every entry.
+//! area (GS base), a 16 KiB IRQ stack with an unmapped guard below it, IST stacks for #DF, NMI,
+//! #DB and #MC, and runs real interrupts (local APIC timer, IPIs between CPUs, self-IPIs)
+//! through the library's `#[idtentry]` stubs (idt.rs: every vector of the IDT) and
+//! `#[on_irqstack]` handlers, with a backend of its own (percpu.rs) whose entry hooks check
+//! every entry. On top of the workload:
+//!
+//! - a page fault taken on purpose inside a handler on the IRQ stack, fixed up by the #PF
+//!   handler, after which the handler goes on (work.rs, `probe_read`);
+//! - user mode: CPU 1 drops to ring 3 and spins; its timer ticks from ring 3 `swapgs` and run
+//!   on the task stack, its ticks from ring 0 switch (user.rs);
+//! - `gdb_handler_mark`, where the host's gdb test breaks (task stacks are mapped above the IRQ
+//!   stacks so that gdb, which wants the interrupted stack outer to the handler's, walks across).
 //!
 //! It reports on COM1 and exits through isa-debug-exit: 0x10 (status 33) when every check
 //! passed, 0x11 (35) on any failure, 0x22 (69) for the expected IRQ-stack overflow of the
-//! `overflow` boot. `tests/smp_kernel.rs` builds it, boots it and asserts the report.
+//! `overflow` boot. `irqstack-tests/tests/smp_kernel.rs` builds it, boots it and asserts the
+//! report, runs gdb on it and objtool on its object.
 //!
-//! Command line (`-append`): `cpus=N` (CPUs expected, default 4), `overflow`.
+//! Command line (`-append`): `cpus=N` (CPUs expected, default 4), `overflow`,
+//! `fault=pf|nmi|triple`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,6 +31,7 @@ mod hw;
 mod boot;
 mod idt;
 mod percpu;
+mod user;
 mod work;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,16 +54,13 @@ const VARIANT: &str = "hardened";
 #[cfg(not(feature = "hardened"))]
 const VARIANT: &str = "basic";
 
-// The per-CPU IRQ stack, reached through `%gs` exactly as Linux reaches its own.
-irqstack::gs_percpu_backend!(
-    percpu::hardirq_stack_ptr,
-    percpu::hardirq_stack_inuse,
-    size = percpu::IRQ_STACK_SIZE,
-    assert_irqs_disabled = assert_irqs_disabled
-);
+// The per-CPU IRQ stack, reached through `%gs` exactly as Linux reaches its own, and the entry
+// hooks of the `#[idtentry]` glue (percpu.rs).
+irqstack::set_backend!(percpu::KernelBackend);
 
 /// `lockdep_assert_irqs_disabled()`: claims happen with interrupts off.
-fn assert_irqs_disabled() {
+#[inline(always)]
+pub fn assert_irqs_disabled() {
     check!(
         !hw::irqs_enabled(),
         "IRQ stack claimed with interrupts enabled"
@@ -109,6 +118,7 @@ pub extern "C" fn kernel_main_bsp() -> ! {
     check!(hw::apic_id() == 0, "the BSP's APIC ID is {}", hw::apic_id());
     ONLINE.store(1, Ordering::SeqCst);
     NCPUS.store(cpus, Ordering::SeqCst);
+    user::USER_CPU.store(usize::from(cpus > 1), Ordering::SeqCst);
     if overflow {
         work::OVERFLOW_CPU.store(cpus - 1, Ordering::SeqCst);
     }
@@ -207,6 +217,9 @@ pub fn maybe_stop() {
             && s.shapes_switched.load(Ordering::Relaxed) > 0
             && s.shapes_softirq.load(Ordering::Relaxed) > 0
             && s.shapes_hardirq.load(Ordering::Relaxed) > 0
+            && s.pf_fixups.load(Ordering::Relaxed) > 0
+            && (c != user::USER_CPU.load(Ordering::Relaxed)
+                || user::USER_TICKS[c].load(Ordering::Relaxed) >= user::USER_TICKS_TARGET)
     });
     if done && work::OVERFLOW_CPU.load(Ordering::Relaxed) == usize::MAX {
         STOP.store(true, Ordering::SeqCst);
@@ -382,6 +395,75 @@ fn finish() -> ! {
         "check idtentry-sysvec: ok {:?} (reschedule IPIs through #[idtentry(sysvec)], each once; {:?} nested)",
         &resched[..n],
         &resched_nested[..n]
+    );
+
+    // The `#[idtentry]` glue's hooks: irqentry_enter/exit around every entry (balanced, same
+    // state), irq_enter_rcu/irq_exit_rcu around every device and system vector handler: as
+    // many as the handlers counted (timer, call-function, reschedule, device, spurious).
+    let enter = per_cpu(&|c| l(&STATS[c].irqentry));
+    let exit = per_cpu(&|c| l(&STATS[c].irqentry_exit));
+    let rcu = per_cpu(&|c| l(&STATS[c].irq_enter_rcu));
+    let rcu_exit = per_cpu(&|c| l(&STATS[c].irq_exit_rcu));
+    let handled = per_cpu(&|c| {
+        let s = &STATS[c];
+        l(&s.ticks)
+            + (0..n).map(|src| l(&IPI_HANDLED[c][src])).sum::<u64>()
+            + l(&work::RESCHED_HANDLED[c])
+            + l(&s.device_handled)
+            + l(&s.spurious)
+    });
+    let faults = per_cpu(&|c| l(&STATS[c].pf_fixups));
+    check!(
+        enter == exit && rcu == rcu_exit && rcu == handled,
+        "hooks: irqentry_enter {enter:?}, irqentry_exit {exit:?}, irq_enter_rcu {rcu:?}, \
+         irq_exit_rcu {rcu_exit:?}, device and system vectors handled {handled:?}"
+    );
+    let expected_entries: [u64; MAX_CPUS] = core::array::from_fn(|c| handled[c] + faults[c]);
+    check!(
+        enter == expected_entries,
+        "irqentry_enter {enter:?}: not one per handled vector and fixed-up #PF {expected_entries:?}"
+    );
+    println!(
+        "check idtentry-hooks: ok {:?} (irqentry_enter = irqentry_exit; irq_enter_rcu = irq_exit_rcu = {:?} vectors handled)",
+        &enter[..n],
+        &rcu[..n]
+    );
+
+    check!(
+        faults[..n].iter().all(|&x| x > 0),
+        "page faults fixed up {:?}",
+        &faults[..n]
+    );
+    println!(
+        "check pf-fixup: ok {:?} (#PF from an #[on_irqstack] handler, handled on the IRQ stack, handler went on)",
+        &faults[..n]
+    );
+
+    // User mode: the user CPU's timer ticks from ring 3 ran on its task stack with the kernel's
+    // GS base (checked in every one), its ticks from ring 0 switched; no other CPU left ring 0.
+    let user_cpu = user::USER_CPU.load(Ordering::Relaxed);
+    let uticks = per_cpu(&|c| l(&user::USER_TICKS[c]));
+    let kticks = per_cpu(&|c| l(&user::KERNEL_TICKS_SWITCHED[c]));
+    let uentries = per_cpu(&|c| l(&user::USER_ENTRIES[c]));
+    let spins = l(&user::USER_SPINS);
+    let mut only_user_cpu = true;
+    for c in 0..n {
+        only_user_cpu &= (c == user_cpu) == (uticks[c] > 0);
+    }
+    check!(
+        only_user_cpu
+            && uticks[user_cpu] >= user::USER_TICKS_TARGET
+            && kticks[..n].iter().all(|&x| x > 0)
+            && uentries[user_cpu] >= uticks[user_cpu]
+            && spins > 0,
+        "user mode: ticks from ring 3 {uticks:?}, switched ticks from ring 0 {kticks:?}, \
+         entries from ring 3 {uentries:?}, user loop rounds {spins}"
+    );
+    println!(
+        "check user-mode: ok {:?} timer ticks from ring 3 (swapgs: kernel GS base in the handler; on the task stack), {:?} from ring 0 switched to the IRQ stack; CPU {user_cpu}: {} entries from ring 3, {spins} user loop rounds",
+        &uticks[..n],
+        &kticks[..n],
+        uentries[user_cpu]
     );
 
     let depth = per_cpu(&|c| percpu::irq_stack_depth(c) as u64);

@@ -7,7 +7,9 @@
 //!
 //! IRQ stacks: each CPU's 16 KiB stack is backed by `IRQ_STACK_MEM` and mapped with 4 KiB pages
 //! in a region of its own at `IRQ_REGION` (4 GiB), slot `cpu`: 16 KiB unmapped (the guard) then
-//! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped.
+//! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped. The task
+//! stacks are mapped in the same region, above the IRQ stacks (`TASK_REGION`), each behind a
+//! guard of its own.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -47,10 +49,12 @@ static mut PERCPU_AREAS: [Pages<PERCPU_AREA_SIZE>; MAX_CPUS] =
 static mut IRQ_STACK_MEM: [Pages<IRQ_STACK_SIZE>; MAX_CPUS] =
     [const { Pages([0; IRQ_STACK_SIZE]) }; MAX_CPUS];
 
-const IST_SIZE: usize = 16 * 1024;
-/// IST1 (#DF) and IST2 (NMI) stacks, per CPU.
-static mut IST_STACKS: [[Pages<IST_SIZE>; 2]; MAX_CPUS] =
-    [const { [const { Pages([0; IST_SIZE]) }; 2] }; MAX_CPUS];
+pub const IST_SIZE: usize = 16 * 1024;
+/// IST stacks, per CPU: IST1 #DF, IST2 NMI, IST3 #DB, IST4 #MC (Linux's `ESTACK_DF`, `NMI`,
+/// `DB`, `MCE`).
+pub const IST_STACKS_PER_CPU: usize = 4;
+static mut IST_STACKS: [[Pages<IST_SIZE>; IST_STACKS_PER_CPU]; MAX_CPUS] =
+    [const { [const { Pages([0; IST_SIZE]) }; IST_STACKS_PER_CPU] }; MAX_CPUS];
 
 unsafe extern "C" {
     static __percpu_start: u8;
@@ -84,7 +88,7 @@ pub fn map_irq_stacks(cpus: usize) {
         for page in 0..IRQ_STACK_SIZE / 4096 {
             let va = irq_stack_low(cpu) + page * 4096;
             let index = (va - IRQ_REGION) / 4096;
-            assert!(index < 512);
+            assert!(va < TASK_REGION);
             // SAFETY: IRQ_PT is the page table of the IRQ region; no CPU has used these entries
             // yet (they were not present, so no TLB holds them).
             unsafe {
@@ -114,7 +118,8 @@ pub fn irq_stack_depth(cpu: usize) -> usize {
     0
 }
 
-/// A 64-bit TSS: only the IST pointers are used (no ring 3, so no rsp0).
+/// A 64-bit TSS: the IST pointers, and `rsp[0]` (the stack the CPU switches to on an interrupt
+/// from ring 3, set by `user.rs` before a CPU drops to user mode).
 #[repr(C, packed(4))]
 struct Tss {
     reserved0: u32,
@@ -138,7 +143,7 @@ static mut TSS: [Tss; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
-/// Top of `cpu`'s IST stack `n` (0: #DF, 1: NMI).
+/// Top of `cpu`'s IST stack `n` (0: #DF, 1: NMI, 2: #DB, 3: #MC).
 pub fn ist_top(cpu: usize, n: usize) -> usize {
     // SAFETY: only the address is taken.
     (unsafe { core::ptr::addr_of!(IST_STACKS[cpu][n]) } as usize) + IST_SIZE
@@ -178,8 +183,9 @@ pub fn cpu_init(cpu: usize) {
     // `ltr` loads them; the GDT is identity-mapped writable data.
     unsafe {
         let tss = core::ptr::addr_of_mut!(TSS[cpu]);
-        (*tss).ist[0] = ist_top(cpu, 0) as u64;
-        (*tss).ist[1] = ist_top(cpu, 1) as u64;
+        for n in 0..IST_STACKS_PER_CPU {
+            (*tss).ist[n] = ist_top(cpu, n) as u64;
+        }
         let base = tss as u64;
         let limit = (core::mem::size_of::<Tss>() - 1) as u64;
         let low = (limit & 0xffff)
@@ -195,6 +201,27 @@ pub fn cpu_init(cpu: usize) {
         core::arch::asm!("ltr {0:x}", in(reg) sel, options(nostack, preserves_flags));
     }
     crate::idt::load();
+}
+
+/// The GS base `cpu_init` gave `cpu` (its area minus the template's address).
+pub fn kernel_gs_base(cpu: usize) -> u64 {
+    // SAFETY: only addresses are taken.
+    unsafe {
+        (core::ptr::addr_of!(PERCPU_AREAS[cpu]) as usize
+            - core::ptr::addr_of!(__percpu_start) as usize) as u64
+    }
+}
+
+/// Sets `rsp0` in this CPU's TSS: where an interrupt from ring 3 starts its frame.
+pub fn set_rsp0(cpu: usize, rsp0: u64) {
+    // SAFETY: this CPU's TSS, written by this CPU only, with interrupts off (the caller drops
+    // to user mode next); the CPU reads rsp0 only on a privilege change.
+    unsafe {
+        let tss = core::ptr::addr_of_mut!(TSS[cpu]);
+        core::ptr::addr_of_mut!((*tss).rsp)
+            .cast::<u64>()
+            .write_unaligned(rsp0);
+    }
 }
 
 /// This CPU's number.
@@ -222,16 +249,121 @@ pub fn irq_stack_in_use() -> bool {
     v != 0
 }
 
-/// Task (kernel) stacks: CPU n runs on `TASK_STACKS[n]`. The BSP's is set up by boot.rs.
+/// Sets this CPU's `hardirq_stack_inuse`.
+#[inline(always)]
+fn set_irq_stack_in_use(v: bool) {
+    // SAFETY: one byte of this CPU's copy of the flag, written with interrupts off (claims and
+    // releases happen in hard-IRQ context or with interrupts disabled), so no code of this CPU
+    // runs between a test of the flag and this store.
+    unsafe {
+        core::arch::asm!("mov byte ptr gs:[rip + {var}], {v}", v = in(reg_byte) u8::from(v),
+            var = sym hardirq_stack_inuse, options(nostack, preserves_flags))
+    };
+}
+
+/// This CPU's `hardirq_stack_ptr` (0 before `cpu_init` set it).
+#[inline(always)]
+fn irq_stack_ptr() -> usize {
+    let v: usize;
+    // SAFETY: reads this CPU's copy, `%gs`-relative; no stack, flags untouched.
+    unsafe {
+        core::arch::asm!("mov {v}, qword ptr gs:[rip + {var}]", v = out(reg) v,
+            var = sym hardirq_stack_ptr, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// The kernel's backend: the per-CPU IRQ stack behind `%gs` (`hardirq_stack_ptr`,
+/// `hardirq_stack_inuse`, as Linux keeps them), and the entry hooks `#[idtentry]` glue calls,
+/// which check where each runs (`work.rs`).
+pub struct KernelBackend;
+
+// SAFETY: one IRQ stack per CPU, its top slot in this CPU's `hardirq_stack_ptr`, claimed only
+// while `hardirq_stack_inuse` is clear and with interrupts off (checked by
+// `assert_irqs_disabled`); `tos` = top - 8 (`kernel-abi`); every method is inlined into the
+// `.noinstr.text` hooks `set_backend!` defines, and the entry hooks call instrumentable code
+// only inside instrumentation regions (work.rs).
+unsafe impl irqstack::Backend for KernelBackend {
+    #[inline(always)]
+    fn claim() -> Option<core::ptr::NonNull<u8>> {
+        // A CPU whose stack is not set up yet runs handlers in place and is not marked.
+        let tos = core::ptr::NonNull::new(irq_stack_ptr() as *mut u8)?;
+        if irq_stack_in_use() {
+            return None;
+        }
+        set_irq_stack_in_use(true);
+        Some(tos)
+    }
+
+    #[inline(always)]
+    unsafe fn release(_tos: core::ptr::NonNull<u8>) {
+        set_irq_stack_in_use(false);
+    }
+
+    #[inline(always)]
+    fn bounds() -> Option<core::ops::Range<usize>> {
+        let tos = irq_stack_ptr();
+        if tos == 0 {
+            return None;
+        }
+        let top = tos + irqstack::TOP_SLOT_OFFSET;
+        Some(top - IRQ_STACK_SIZE..top)
+    }
+
+    #[inline(always)]
+    fn top_slot() -> Option<usize> {
+        let tos = irq_stack_ptr();
+        (tos != 0).then_some(tos)
+    }
+
+    #[inline(always)]
+    fn assert_irqs_disabled() {
+        crate::assert_irqs_disabled();
+    }
+
+    #[inline(always)]
+    fn irqentry_enter(regs: &mut irqstack::PtRegs) -> usize {
+        crate::work::irqentry_enter_hook(regs)
+    }
+
+    #[inline(always)]
+    fn irqentry_exit(regs: &mut irqstack::PtRegs, state: usize) {
+        crate::work::irqentry_exit_hook(regs, state)
+    }
+
+    #[inline(always)]
+    fn irq_enter_rcu() {
+        crate::work::irq_enter_rcu_hook()
+    }
+
+    #[inline(always)]
+    fn irq_exit_rcu() {
+        crate::work::irq_exit_rcu_hook()
+    }
+}
+
+/// Task (kernel) stacks: the memory behind them. CPU n runs on `TASK_STACKS[n]` mapped at
+/// `task_stack(n)` (boot.rs's IRQ_PT), above the IRQ stacks, behind a guard.
 #[unsafe(no_mangle)]
 pub static mut TASK_STACKS: [Pages<{ crate::TASK_STACK_SIZE }>; MAX_CPUS] =
     [const { Pages([0; crate::TASK_STACK_SIZE]) }; MAX_CPUS];
 
+/// Where the task stacks are mapped: 256 KiB into the IRQ-stack region, a slot of 64 KiB a CPU
+/// (an unmapped guard of 32 KiB, then the 32 KiB stack).
+pub const TASK_REGION: usize = IRQ_REGION + 0x4_0000;
+pub const TASK_GUARD_SIZE: usize = 0x8000;
+const TASK_SLOT: usize = TASK_GUARD_SIZE + crate::TASK_STACK_SIZE;
+const _: () = assert!(MAX_CPUS * IRQ_SLOT <= TASK_REGION - IRQ_REGION);
+const _: () = assert!(TASK_REGION - IRQ_REGION + MAX_CPUS * TASK_SLOT <= 512 * 4096);
+
+/// The top of `cpu`'s task stack.
+pub const fn task_stack_top(cpu: usize) -> usize {
+    TASK_REGION + cpu * TASK_SLOT + TASK_SLOT
+}
+
 /// `[low, high)` of `cpu`'s task stack.
 pub fn task_stack(cpu: usize) -> core::ops::Range<usize> {
-    // SAFETY: only the address is taken.
-    let low = unsafe { core::ptr::addr_of!(TASK_STACKS[cpu]) } as usize;
-    low..low + crate::TASK_STACK_SIZE
+    task_stack_top(cpu) - crate::TASK_STACK_SIZE..task_stack_top(cpu)
 }
 
 /// Stack top for the next AP (read by boot.rs's `long_entry_ap`).

@@ -5,11 +5,13 @@
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use irqstack::{instr_begin, instr_end, irq_stack_bounds, irqstack_active, noinstr, on_irqstack};
+use irqstack::{
+    PtRegs, idtentry, instr_begin, instr_end, irq_stack_bounds, irqstack_active, on_irqstack,
+};
 
 use crate::MAX_CPUS;
 use crate::hw::{self, current_sp};
-use crate::idt::{self, Regs};
+use crate::idt;
 use crate::percpu::{cpu_id, irq_stack, task_stack};
 
 /// Initializer of the counters below (a fresh atomic per use, which is the intent).
@@ -41,6 +43,16 @@ pub struct CpuStats {
     pub bt_task_frames: AtomicUsize,
     /// Stack pointer of the last argument-shape body (set by `note`).
     pub body_sp: AtomicU64,
+    /// `#[idtentry]` glue hooks: `irqentry_enter`/`irqentry_exit` calls (every entry), and
+    /// `irq_enter_rcu`/`irq_exit_rcu` calls (device and system vectors).
+    pub irqentry: AtomicU64,
+    pub irqentry_exit: AtomicU64,
+    pub irq_enter_rcu: AtomicU64,
+    pub irq_exit_rcu: AtomicU64,
+    /// Page faults of `probe_read` fixed up by the #PF handler (which ran on the IRQ stack).
+    pub pf_fixups: AtomicU64,
+    /// Hard-IRQ nesting between `irq_enter_rcu` and `irq_exit_rcu` (Linux's `in_hardirq()`).
+    pub hardirq_depth: AtomicU64,
 }
 
 impl CpuStats {
@@ -62,6 +74,12 @@ impl CpuStats {
             bt_irq_frames: AtomicUsize::new(0),
             bt_task_frames: AtomicUsize::new(0),
             body_sp: Z,
+            irqentry: Z,
+            irqentry_exit: Z,
+            irq_enter_rcu: Z,
+            irq_exit_rcu: Z,
+            hardirq_depth: Z,
+            pf_fixups: Z,
         }
     }
 }
@@ -115,8 +133,8 @@ fn stats() -> &'static CpuStats {
 // ---------------------------------------------------------------------------------------------
 
 /// Whether an interrupt with this frame arrived on this CPU's IRQ stack (the stack was in use).
-fn arrived_on_irq_stack(regs: &Regs) -> bool {
-    irq_stack(cpu_id() as usize).contains(&(regs.rsp as usize))
+fn arrived_on_irq_stack(regs: &PtRegs) -> bool {
+    irq_stack(cpu_id() as usize).contains(&(regs.sp as usize))
 }
 
 /// A local that rustc places at a 16-byte aligned address, trusting the stack alignment the
@@ -140,10 +158,29 @@ fn check_alignment(what: &str) {
 /// The checks every hard-IRQ handler body makes, on every interrupt. Returns whether it runs
 /// nested (in place, because the interrupt arrived while the IRQ stack was in use).
 #[inline(always)]
-fn hardirq_checks(regs: &Regs, what: &str) -> bool {
+fn hardirq_checks(regs: &PtRegs, what: &str) -> bool {
     let cpu = cpu_id() as usize;
     let mine = irq_stack(cpu);
     let sp = current_sp();
+    check!(
+        !hw::irqs_enabled(),
+        "{what}: interrupts enabled in a hard-IRQ handler"
+    );
+    check!(
+        stats().hardirq_depth.load(Relaxed) > 0,
+        "{what}: the handler runs outside irq_enter_rcu()/irq_exit_rcu()"
+    );
+    check!(
+        regs.orig_ax == u64::MAX,
+        "{what}: orig_ax {:#x}, not -1",
+        regs.orig_ax
+    );
+    if regs.user_mode() {
+        // From ring 3 (user.rs): in place on the task stack, the kernel's GS base.
+        crate::user::user_entry_checks(regs, what);
+        check_alignment(what);
+        return false;
+    }
     check!(
         mine.contains(&sp),
         "{what}: handler sp {sp:#x} is not on CPU {cpu}'s IRQ stack {mine:#x?}"
@@ -158,14 +195,10 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
         irq_stack_bounds()
     );
     check!(
-        !hw::irqs_enabled(),
-        "{what}: interrupts enabled in a hard-IRQ handler"
-    );
-    check!(
         crate::percpu::irq_stack_in_use(),
         "{what}: hardirq_stack_inuse is false inside the handler"
     );
-    let regs_addr = regs as *const Regs as usize;
+    let regs_addr = regs as *const PtRegs as usize;
     let isp = irqstack::interrupted_sp();
     check!(
         isp.is_some(),
@@ -182,9 +215,9 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
         // Arrived while the IRQ stack was in use (the softirq): runs in place, below the
         // interrupted stack pointer, on the same stack.
         check!(
-            sp < regs.rsp as usize,
+            sp < regs.sp as usize,
             "{what}: nested handler sp {sp:#x} not below the interrupted sp {:#x}",
-            regs.rsp
+            regs.sp
         );
         check!(
             mine.contains(&regs_addr),
@@ -193,12 +226,12 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
         stats().nested.fetch_add(1, Relaxed);
     } else {
         check!(
-            task_stack(cpu).contains(&(regs.rsp as usize)),
+            task_stack(cpu).contains(&(regs.sp as usize)),
             "{what}: interrupt arrived on an unknown stack, rsp {:#x}",
-            regs.rsp
+            regs.sp
         );
         // Switched: interrupted_sp() is the trampoline's frame record, on the stack the stub
-        // left. Its saved rbp is the entry function's frame record, which sits right below the
+        // left. Its saved rbp is the `#[idtentry]` glue's frame record, which sits right below the
         // stub's stack pointer at its `call` (return address, then the pushed rbp): so the link
         // leads exactly to the stack pointer the entry stub left.
         // SAFETY: `isp` is on this CPU's task stack (checked above), below the interrupted frame;
@@ -216,51 +249,137 @@ fn hardirq_checks(regs: &Regs, what: &str) -> bool {
     nested
 }
 
-/// What an entry function checks around its handler: on the IRQ stack, and the stack claimed
-/// (`hardirq_stack_inuse`), exactly when the interrupt arrived there, before and after.
+/// What the entry hooks check before and after the handler: the IRQ stack claimed
+/// (`hardirq_stack_inuse`, `irqstack_active()`) exactly when the interrupt arrived there.
 #[inline(always)]
-fn entry_check(regs: &Regs, what: &str, when: &str) {
+fn entry_check(regs: &PtRegs, when: &str) {
     let expect = arrived_on_irq_stack(regs);
     check!(
         crate::percpu::irq_stack_in_use() == expect,
-        "{what}: hardirq_stack_inuse is {} {when} the handler (interrupt arrived on the IRQ \
-         stack: {expect})",
-        crate::percpu::irq_stack_in_use()
+        "vector entry: hardirq_stack_inuse is {} {when} the handler (interrupt arrived on the IRQ \
+         stack: {expect}, rip {:#x})",
+        crate::percpu::irq_stack_in_use(),
+        regs.ip
     );
     check!(
         irqstack_active() == expect,
-        "{what}: irqstack_active() is {} {when} the handler (interrupt arrived on the IRQ stack: \
-         {expect})",
+        "vector entry: irqstack_active() is {} {when} the handler (interrupt arrived on the IRQ \
+         stack: {expect})",
         irqstack_active()
     );
 }
 
+/// The state `irqentry_enter_hook` hands to `irqentry_exit_hook` for this frame.
+fn irqentry_state(regs: &PtRegs) -> usize {
+    (regs as *const PtRegs as usize) ^ 0x1e47_57a7e
+}
+
 // ---------------------------------------------------------------------------------------------
-// Entry functions (`noinstr`, called by the stubs in idt.rs) and their handlers
+// The backend's entry hooks (percpu::KernelBackend): called by every `#[idtentry]` glue, in
+// `.noinstr.text`; what they check calls ordinary code, inside instrumentation regions.
 // ---------------------------------------------------------------------------------------------
 
-/// The local APIC timer, `DEFINE_IDTENTRY_SYSVEC(sysvec_apic_timer_interrupt)`.
-#[noinstr]
-#[unsafe(no_mangle)]
-pub extern "C" fn sysvec_apic_timer(regs: &mut Regs, vector: u64) {
+/// Whether this code runs on one of this CPU's IST stacks (#DF, NMI, #DB, #MC): those entries
+/// arrive anywhere, even in the middle of a claim; the claim checks do not apply.
+fn on_ist_stack() -> bool {
+    let sp = current_sp();
+    let cpu = (cpu_id() as usize).min(MAX_CPUS - 1);
+    (0..crate::percpu::IST_STACKS_PER_CPU).any(|n| {
+        let top = crate::percpu::ist_top(cpu, n);
+        (top - crate::percpu::IST_SIZE..top).contains(&sp)
+    })
+}
+
+/// `irqentry_enter()`: counts, checks the claim state against where the interrupt arrived.
+/// Called from the `.noinstr.text` hook; the checks are ordinary code, called out of line inside
+/// an instrumentation region (and a failed check never ends a `.noinstr.text` function with a
+/// call that does not return, which objtool 6.1 would take for a fall-through).
+#[inline(always)]
+pub fn irqentry_enter_hook(regs: &mut PtRegs) -> usize {
     instr_begin!();
-    entry_check(regs, "timer", "before");
-    timer_interrupt(regs, vector);
-    entry_check(regs, "timer", "after");
+    irqentry_enter_checks(regs);
+    instr_end!();
+    irqentry_state(regs)
+}
+
+#[inline(never)]
+fn irqentry_enter_checks(regs: &PtRegs) {
+    stats().irqentry.fetch_add(1, Relaxed);
+    if !on_ist_stack() {
+        entry_check(regs, "before");
+    }
+}
+
+/// `irqentry_exit()`: the state from `irqentry_enter_hook` for this very frame; the claim
+/// state as before the handler.
+#[inline(always)]
+pub fn irqentry_exit_hook(regs: &mut PtRegs, state: usize) {
+    instr_begin!();
+    irqentry_exit_checks(regs, state);
     instr_end!();
 }
 
-#[on_irqstack]
-fn timer_interrupt(regs: &mut Regs, vector: u64) {
-    let nested = hardirq_checks(regs, "timer");
+#[inline(never)]
+fn irqentry_exit_checks(regs: &PtRegs, state: usize) {
     check!(
-        vector == u64::from(idt::TIMER_VECTOR),
-        "timer: vector {vector:#x}"
+        state == irqentry_state(regs),
+        "irqentry_exit: state {state:#x} is not the one irqentry_enter returned"
     );
+    if !on_ist_stack() {
+        entry_check(regs, "after");
+    }
+    stats().irqentry_exit.fetch_add(1, Relaxed);
+}
+
+/// `irq_enter_rcu()`: enters hard-IRQ context (on the IRQ stack, or on the task stack for an
+/// interrupt from user mode).
+#[inline(always)]
+pub fn irq_enter_rcu_hook() {
+    instr_begin!();
+    irq_enter_rcu_count();
+    instr_end!();
+}
+
+#[inline(never)]
+fn irq_enter_rcu_count() {
+    let s = stats();
+    s.irq_enter_rcu.fetch_add(1, Relaxed);
+    s.hardirq_depth.fetch_add(1, Relaxed);
+}
+
+/// `irq_exit_rcu()`: leaves hard-IRQ context.
+#[inline(always)]
+pub fn irq_exit_rcu_hook() {
+    instr_begin!();
+    irq_exit_rcu_count();
+    instr_end!();
+}
+
+#[inline(never)]
+fn irq_exit_rcu_count() {
+    let s = stats();
+    let d = s.hardirq_depth.fetch_sub(1, Relaxed);
+    check!(d > 0, "irq_exit_rcu without irq_enter_rcu");
+    s.irq_exit_rcu.fetch_add(1, Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers (`#[idtentry]` generates their stubs and glue; idt.rs installs the stubs)
+// ---------------------------------------------------------------------------------------------
+
+/// The local APIC timer, `DEFINE_IDTENTRY_SYSVEC(sysvec_apic_timer_interrupt)`: the glue runs
+/// it on this CPU's IRQ stack (in place when the stack is in use).
+#[idtentry(sysvec)]
+pub fn sysvec_apic_timer_interrupt(regs: &mut PtRegs) {
+    let nested = hardirq_checks(regs, "timer");
+    let user = regs.user_mode();
     hw::apic_eoi();
     let cpu = cpu_id() as usize;
     let s = &STATS[cpu];
     let t = s.ticks.fetch_add(1, Relaxed) + 1;
+    if !user && !nested {
+        crate::user::KERNEL_TICKS_SWITCHED[cpu].fetch_add(1, Relaxed);
+    }
     if OVERFLOW_CPU.load(Relaxed) == cpu && t == 100 {
         // The overflow boot: recurse until the guard page stops us (#PF -> #DF on IST1).
         black_box(recurse(black_box(0)));
@@ -300,37 +419,62 @@ fn timer_interrupt(regs: &mut Regs, vector: u64) {
     if t.is_multiple_of(3) {
         raise_device_irq();
     }
+    if user {
+        // From ring 3: counted, and after enough of them, the way back to ring 0 (user.rs).
+        crate::user::user_tick(regs);
+        return;
+    }
     // Argument shapes called from a handler: they run in place (the stack is in use).
     if t.is_multiple_of(32) {
         shapes(cpu, Where::HardIrq);
     }
+    // A page fault on purpose, fixed up by the #PF handler; the handler goes on.
+    if t.is_multiple_of(16) {
+        probe_unmapped(cpu);
+    }
     // One frame-pointer walk per CPU, from a tick that interrupted the idle `hlt`.
-    let rip = regs.rip as usize;
+    let rip = regs.ip as usize;
     // Through `black_box`: `wfi + 16` folded into one relocation would point into the
     // function's middle, which objtool --ibt reports as an address taken without ENDBR.
     let wfi = black_box(wait_for_interrupt as *const () as usize);
-    if !nested && s.bt_len.load(Relaxed) == 0 && (wfi..wfi + 16).contains(&rip) {
-        backtrace(cpu);
+    if !nested && (wfi..wfi + 16).contains(&rip) {
+        if s.bt_len.load(Relaxed) == 0 {
+            backtrace(cpu);
+        }
+        // For the gdb test: a breakpoint here has the handler as its caller, which runs on
+        // the IRQ stack, and the interrupted `hlt` below the entry stub.
+        gdb_handler_mark(t);
     }
 }
 
-/// The "call function" IPIs, `DEFINE_IDTENTRY_SYSVEC(sysvec_call_function)`.
-#[noinstr]
+/// Called by the timer handler on the IRQ stack when the tick interrupted the idle `hlt`: where
+/// the gdb test (irqstack-tests/tests/smp_kernel.rs) puts its breakpoint.
 #[unsafe(no_mangle)]
-pub extern "C" fn sysvec_call_function(regs: &mut Regs, vector: u64) {
-    instr_begin!();
-    entry_check(regs, "call-function", "before");
-    call_function_interrupt(regs, vector);
-    entry_check(regs, "call-function", "after");
-    instr_end!();
+#[inline(never)]
+pub extern "C" fn gdb_handler_mark(tick: u64) -> u64 {
+    black_box(tick)
 }
 
-#[on_irqstack]
-fn call_function_interrupt(regs: &mut Regs, vector: u64) {
+/// The "call function" IPIs, `DEFINE_IDTENTRY_SYSVEC(sysvec_call_function)`, one vector (and
+/// handler) per sender.
+macro_rules! call_function_vector {
+    ($name:ident, $src:literal) => {
+        #[idtentry(sysvec)]
+        pub fn $name(regs: &mut PtRegs) {
+            call_function_interrupt(regs, $src)
+        }
+    };
+}
+call_function_vector!(sysvec_call_function_0, 0);
+call_function_vector!(sysvec_call_function_1, 1);
+call_function_vector!(sysvec_call_function_2, 2);
+call_function_vector!(sysvec_call_function_3, 3);
+
+#[inline(always)]
+fn call_function_interrupt(regs: &mut PtRegs, src: usize) {
     hardirq_checks(regs, "call-function");
     hw::apic_eoi();
     let cpu = cpu_id() as usize;
-    let src = (vector - u64::from(idt::CALL_FUNCTION_VECTOR_BASE)) as usize;
     check!(
         src < NCPUS.load(Relaxed) && src != cpu,
         "call-function: from CPU {src}?"
@@ -343,42 +487,13 @@ fn call_function_interrupt(regs: &mut Regs, vector: u64) {
     );
 }
 
-/// The reschedule IPI, with the library's own entry: `#[idtentry(sysvec)]` generates the stub
-/// `asm_sysvec_reschedule_ipi` (in the IDT) and glue that runs this body on the CPU's IRQ stack
-/// (or in place when the stack is in use), as Linux's `DEFINE_IDTENTRY_SYSVEC` does.
-#[irqstack::idtentry(sysvec)]
-pub fn sysvec_reschedule_ipi(regs: &mut irqstack::PtRegs) {
+/// The reschedule IPI, `DEFINE_IDTENTRY_SYSVEC(sysvec_reschedule_ipi)`.
+#[idtentry(sysvec)]
+pub fn sysvec_reschedule_ipi(regs: &mut PtRegs) {
+    let nested = hardirq_checks(regs, "reschedule");
     let cpu = cpu_id() as usize;
-    let mine = irq_stack(cpu);
-    let sp = current_sp();
-    check!(
-        mine.contains(&sp) && irqstack_active() && crate::percpu::irq_stack_in_use(),
-        "reschedule (#[idtentry]): sp {sp:#x} is not on CPU {cpu}'s IRQ stack {mine:#x?}"
-    );
-    check!(!hw::irqs_enabled(), "reschedule: interrupts enabled");
-    check!(
-        regs.orig_ax == u64::MAX - u64::from(idt::RESCHEDULE_VECTOR) || regs.orig_ax == u64::MAX,
-        "reschedule: orig_ax {:#x}",
-        regs.orig_ax
-    );
-    check_alignment("reschedule");
-    if mine.contains(&(regs.sp as usize)) {
-        check!(
-            sp < regs.sp as usize,
-            "reschedule: nested but not below the interrupted sp"
-        );
+    if nested {
         RESCHED_NESTED[cpu].fetch_add(1, Relaxed);
-    } else {
-        check!(
-            task_stack(cpu).contains(&(regs.sp as usize)),
-            "reschedule: arrived on an unknown stack, sp {:#x}",
-            regs.sp
-        );
-        let isp = irqstack::interrupted_sp().unwrap_or(0);
-        check!(
-            task_stack(cpu).contains(&isp) && isp < regs as *const _ as usize,
-            "reschedule: interrupted_sp() {isp:#x} does not lead below the entry frame"
-        );
     }
     hw::apic_eoi();
     RESCHED_HANDLED[cpu].fetch_add(1, Relaxed);
@@ -388,25 +503,12 @@ pub fn sysvec_reschedule_ipi(regs: &mut irqstack::PtRegs) {
     );
 }
 
-/// Device interrupts, `DEFINE_IDTENTRY_IRQ(common_interrupt)`: the vector comes in orig_ax.
-#[noinstr]
-#[unsafe(no_mangle)]
-pub extern "C" fn common_interrupt(regs: &mut Regs, vector: u64) {
-    instr_begin!();
-    entry_check(regs, "device", "before");
-    device_interrupt(regs, vector);
-    entry_check(regs, "device", "after");
-    instr_end!();
-}
-
-#[on_irqstack]
-fn device_interrupt(regs: &mut Regs, vector: u64) {
+/// Device interrupts, `DEFINE_IDTENTRY_IRQ(common_interrupt)`: one 16-byte stub per vector
+/// pushes the vector, which the handler gets as its argument (orig_ax is -1 again).
+#[idtentry(irq)]
+pub fn common_interrupt(regs: &mut PtRegs, vector: u8) {
     hardirq_checks(regs, "device");
-    check!(
-        vector == u64::from(idt::DEVICE_VECTOR) && regs.orig_ax == vector,
-        "device: vector {vector:#x}, orig_ax {:#x}",
-        regs.orig_ax
-    );
+    check!(vector == idt::DEVICE_VECTOR, "device: vector {vector:#x}");
     hw::apic_eoi();
     let s = stats();
     let handled = s.device_handled.fetch_add(1, Relaxed) + 1;
@@ -418,12 +520,9 @@ fn device_interrupt(regs: &mut Regs, vector: u64) {
 }
 
 /// Spurious APIC interrupts: counted, no EOI (as the SDM says).
-#[noinstr]
-#[unsafe(no_mangle)]
-pub extern "C" fn sysvec_spurious(_regs: &mut Regs, _vector: u64) {
-    instr_begin!();
+#[idtentry(sysvec)]
+pub fn sysvec_spurious_apic_interrupt(_regs: &mut PtRegs) {
     stats().spurious.fetch_add(1, Relaxed);
-    instr_end!();
 }
 
 /// Raises the device vector on this CPU if the previous one was handled.
@@ -485,6 +584,7 @@ pub extern "C" fn idle_loop(cpu: usize) {
     let mut round = 0u64;
     while !STOP.load(Relaxed) {
         hw::cli();
+        crate::user::maybe_run(cpu, STATS[cpu].ticks.load(Relaxed));
         if round.is_multiple_of(8) {
             shapes(cpu, Where::Switched);
         }
@@ -739,4 +839,75 @@ fn recurse(depth: u64) -> u64 {
         return 0;
     }
     recurse(depth + 1).wrapping_add(u64::from(buf[(depth % 512) as usize]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A page fault inside a handler, fixed up (an exception table of one entry)
+// ---------------------------------------------------------------------------------------------
+
+/// Not mapped: PDPT entry 12 (48 GiB) is empty.
+const PROBE_ADDR: u64 = 0x3_0000_0000;
+/// What `probe_read` returns when its load faulted (`-EFAULT`).
+const PROBE_EFAULT: u64 = -14i64 as u64;
+/// `probe_read`'s load: `endbr64` (4 bytes), then `mov rax, [rdi]` (3 bytes), then the return.
+const PROBE_LOAD_OFFSET: usize = 4;
+const PROBE_LOAD_LEN: u64 = 3;
+
+/// Reads `[addr]`. The #PF handler knows its one load: a fault there resumes at the next
+/// instruction with `rax = PROBE_EFAULT` (`probe_fixup`), as the kernel's exception table
+/// makes `get_kernel_nofault()` return `-EFAULT`.
+#[unsafe(naked)]
+unsafe extern "C" fn probe_read(addr: u64) -> u64 {
+    // endbr64: its address is taken (by `probe_fixup`, objtool --ibt). The load reads rdi and
+    // writes rax only; the fixup sets rax and resumes right after the load.
+    core::arch::naked_asm!("endbr64\nmov rax, qword ptr [rdi]\n", ret_insn!())
+}
+
+/// The #PF handler's fixup: true (and the frame changed to resume after the load, with
+/// `-EFAULT` in rax) if the fault is `probe_read`'s load of `PROBE_ADDR`.
+pub fn probe_fixup(regs: &mut PtRegs, cr2: u64, error_code: u64) -> bool {
+    let load = black_box(probe_read as *const () as usize) + PROBE_LOAD_OFFSET;
+    if regs.ip as usize != load || cr2 != PROBE_ADDR {
+        return false;
+    }
+    let cpu = cpu_id() as usize;
+    // A read (bit 1 clear) of a page that is not present (bit 0 clear), from ring 0 (bit 2).
+    check!(
+        error_code & 0b111 == 0,
+        "probe #PF: error code {error_code:#x}"
+    );
+    // Taken inside an `#[on_irqstack]` handler: the fault frame and this handler are on the
+    // IRQ stack, which stays claimed.
+    let sp = current_sp();
+    check!(
+        irq_stack(cpu).contains(&sp)
+            && irq_stack(cpu).contains(&(regs.sp as usize))
+            && crate::percpu::irq_stack_in_use(),
+        "probe #PF: handler sp {sp:#x}, fault sp {:#x}: not on CPU {cpu}'s IRQ stack",
+        regs.sp
+    );
+    regs.ax = PROBE_EFAULT;
+    regs.ip += PROBE_LOAD_LEN;
+    STATS[cpu].pf_fixups.fetch_add(1, Relaxed);
+    true
+}
+
+/// From a hard-IRQ handler on the IRQ stack: reads an unmapped page; the #PF is fixed up and
+/// the handler goes on.
+#[inline(never)]
+fn probe_unmapped(cpu: usize) {
+    let before = STATS[cpu].pf_fixups.load(Relaxed);
+    // SAFETY: `probe_read` reads one word; PROBE_ADDR is not mapped, and its fault is fixed
+    // up by the #PF handler (`probe_fixup`), which makes the read return PROBE_EFAULT.
+    let v = unsafe { probe_read(black_box(PROBE_ADDR)) };
+    check!(
+        v == PROBE_EFAULT && STATS[cpu].pf_fixups.load(Relaxed) == before + 1,
+        "probe of {PROBE_ADDR:#x} returned {v:#x}, fixups {} -> {}",
+        before,
+        STATS[cpu].pf_fixups.load(Relaxed)
+    );
+    check!(
+        irq_stack(cpu).contains(&current_sp()) && irqstack_active(),
+        "after the fixed-up #PF: not on the IRQ stack"
+    );
 }

@@ -212,7 +212,11 @@ macro_rules! __irqstack_rt_endbr {
 /// (`rsp + 40` at entry, `+ 48` below an error code), kept right across every push and pop; the
 /// interrupted `rip` is at CFA - 40, its `rsp` is the value stored at CFA - 16, every general
 /// register is where the frame holds it, and `.cfi_signal_frame` tells debuggers that `rip` is
-/// exact (an interrupted instruction, not a return address).
+/// exact (an interrupted instruction, not a return address) where the CFI goes to `.eh_frame`.
+/// In `.debug_frame` (`kernel-abi`) LLVM writes no CIE augmentation, so the mark is lost: a
+/// debugger then looks the interrupted frame up at `rip - 1`, which names the wrong function
+/// only for an interrupt that arrived on a function's first instruction (checked by
+/// `readelf --debug-dump=frames` on the SMP test kernel: every CIE has augmentation "").
 ///
 /// The stub is `STT_NOTYPE`, like Linux's `SYM_CODE_START` code: objtool then follows it from
 /// its hints instead of checking it as a callable function (an `iretq` in a function means
