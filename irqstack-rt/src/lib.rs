@@ -30,6 +30,7 @@ compile_error!(
 
 mod backend_trait;
 mod pieces;
+mod switch_frames;
 
 #[doc(hidden)]
 pub use backend_trait::__assert_percpu_types;
@@ -64,6 +65,10 @@ pub enum IrqStackError {
     Map(i32),
     /// The thread is exiting (its thread-locals are being destroyed); handlers run in place.
     ThreadExiting,
+    /// `prepare_irq_stack()` was called from a signal handler that interrupted this thread while
+    /// it was creating its IRQ stack. Handlers run in place until the interrupted creation
+    /// finishes; call again after the signal handler returns.
+    CreationInterrupted,
 }
 
 impl core::fmt::Display for IrqStackError {
@@ -74,6 +79,10 @@ impl core::fmt::Display for IrqStackError {
             }
             IrqStackError::ThreadExiting => f.write_str(
                 "the thread is exiting; its IRQ stack is gone and handlers run in place",
+            ),
+            IrqStackError::CreationInterrupted => f.write_str(
+                "called from a signal handler that interrupted the creation of this thread's IRQ \
+                 stack; handlers run in place until that creation finishes",
             ),
         }
     }

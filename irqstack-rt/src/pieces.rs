@@ -225,6 +225,7 @@ macro_rules! __irqstack_rt_trampoline {
             "], rsp\nmov rsp, ",
             $reg,
             "\n",
+            $crate::__irqstack_rt_switch_cfi!(),
             $b,
             ":\n",
             $crate::__irqstack_rt_instr_record!(begin, $b),
