@@ -278,8 +278,9 @@ fn parent(test: &str, entry: Entry) {
     );
     assert!(out.status.success(), "{text}");
     for l in String::from_utf8_lossy(&out.stdout).lines() {
-        if l.starts_with("CREATION") {
-            println!("{l}");
+        // The child's first line follows libtest's "test ... " on the same line.
+        if let Some(i) = l.find("CREATION") {
+            println!("{}", &l[i..]);
         }
     }
 }

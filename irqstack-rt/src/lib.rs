@@ -58,6 +58,16 @@ use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ops::Range;
 
 /// Why an IRQ stack could not be created.
+///
+/// ```
+/// match irqstack::prepare_irq_stack() {
+///     Ok(r) => assert!(r.start < r.end),
+///     Err(irqstack::IrqStackError::Map(errno)) => panic!("mmap failed with errno {errno}"),
+///     // Thread exit, or called from a signal handler that interrupted the creation: the
+///     // handlers of this thread run in place meanwhile.
+///     Err(other) => eprintln!("no IRQ stack: {other}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IrqStackError {
