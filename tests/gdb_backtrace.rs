@@ -31,18 +31,173 @@ fn gdb_interrupted_code() -> u64 {
     x
 }
 
-/// The program gdb runs. Prints the IRQ stack bounds for the checker (on stderr, unbuffered, so
-/// they are out before gdb stops the program).
+/// Where the target thread's stack lies relative to its IRQ stack: `IRQSTACK_GDB_LAYOUT`.
+const LAYOUT_ENV: &str = "IRQSTACK_GDB_LAYOUT";
+
+/// The program gdb runs. Prints the IRQ stack and thread stack bounds for the checker (on stderr,
+/// unbuffered, so they are out before gdb stops the program).
+///
+/// Layouts: `natural` (a Rust thread, wherever mmap puts things); `irq-above` (the thread runs on
+/// a stack mapped at a low address, 256 MiB, so its IRQ stack, mapped where the kernel picks, lies
+/// above it: the layout gdb used to refuse); `irq-below` (the thread stack is mapped just below the
+/// main thread's stack, above the area where the kernel places mappings, so the IRQ stack lies
+/// below it). Both forced layouts are checked before the handler runs.
 #[test]
 #[ignore = "run under gdb by gdb_walks_from_the_irq_stack_to_the_caller"]
 fn gdb_target() {
-    std::thread::spawn(|| {
-        let r = irqstack::prepare_irq_stack().unwrap();
-        eprintln!("IRQSTACK {:#x} {:#x}", r.start, r.end);
-        assert_eq!(gdb_interrupted_code(), 42);
-    })
-    .join()
-    .unwrap();
+    let layout = std::env::var(LAYOUT_ENV).unwrap_or_else(|_| "natural".into());
+    match layout.as_str() {
+        "natural" => std::thread::spawn(|| target_thread("natural"))
+            .join()
+            .unwrap(),
+        "irq-above" | "irq-below" => run_on_own_stack(&layout),
+        other => panic!("unknown layout {other}"),
+    }
+}
+
+fn target_thread(layout: &str) {
+    let r = irqstack::prepare_irq_stack().unwrap();
+    let task = thread_stack();
+    eprintln!("IRQSTACK {:#x} {:#x}", r.start, r.end);
+    eprintln!("TASKSTACK {:#x} {:#x}", task.start, task.end);
+    match layout {
+        "irq-above" => assert!(r.start > task.end, "IRQ stack not above: {r:x?} {task:x?}"),
+        "irq-below" => assert!(r.end < task.start, "IRQ stack not below: {r:x?} {task:x?}"),
+        _ => {}
+    }
+    // Panics through every trampoline form are still caught in this layout, and
+    // std::backtrace (libgcc's unwinder) walks from the body back into the caller.
+    let caught = panics_caught();
+    let walked = std_backtrace_crosses();
+    eprintln!("PANICS-CAUGHT {caught} STD-BACKTRACE-CROSSES {walked}");
+    assert_eq!(gdb_interrupted_code(), 42);
+}
+
+#[on_irqstack]
+fn boom(x: u64) -> u64 {
+    if std::hint::black_box(x) > 0 {
+        panic!("boom {x}");
+    }
+    x
+}
+
+#[derive(Clone, Copy)]
+struct Wide([u64; 5]);
+
+#[on_irqstack]
+fn boom_block(w: Wide) -> u64 {
+    if std::hint::black_box(w.0[0]) > 0 {
+        panic!("boom {}", w.0[0]);
+    }
+    w.0.iter().sum()
+}
+
+fn panics_caught() -> usize {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = [
+        std::panic::catch_unwind(|| boom(1)).is_err(),
+        std::panic::catch_unwind(|| boom_block(Wide([1, 2, 3, 4, 5]))).is_err(),
+        std::panic::catch_unwind(|| irqstack::run_on_irqstack(|| -> u64 { panic!("closure") }))
+            .is_err(),
+    ];
+    std::panic::set_hook(hook);
+    caught.iter().filter(|&&c| c).count()
+}
+
+#[on_irqstack]
+fn capture_on_irqstack(_x: u64) -> String {
+    std::backtrace::Backtrace::force_capture().to_string()
+}
+
+/// A backtrace captured in a handler names the handler, this caller and the thread's start.
+#[inline(never)]
+fn std_backtrace_crosses() -> bool {
+    let bt = std::hint::black_box(capture_on_irqstack(std::hint::black_box(0)));
+    let ok = [
+        "capture_on_irqstack",
+        "std_backtrace_crosses",
+        "target_thread",
+    ]
+    .iter()
+    .all(|f| bt.contains(f));
+    if !ok {
+        eprintln!("STD-BACKTRACE {bt}");
+    }
+    ok
+}
+
+/// The calling thread's stack, `[low, high)`.
+fn thread_stack() -> std::ops::Range<usize> {
+    // SAFETY: `attr` is initialized by pthread_getattr_np before it is read and destroyed once;
+    // the out-parameters are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
+        let mut addr = std::ptr::null_mut();
+        let mut size = 0;
+        assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
+        libc::pthread_attr_destroy(&mut attr);
+        addr as usize..addr as usize + size
+    }
+}
+
+/// Runs `target_thread(layout)` on a pthread whose stack this function maps where the layout
+/// wants it.
+fn run_on_own_stack(layout: &str) {
+    const SIZE: usize = 8 << 20;
+    let at = if layout == "irq-above" {
+        0x1000_0000
+    } else {
+        // Just below the main thread's stack (and its 8 MiB of growth room): the kernel places
+        // mappings made without an address below `mmap_base`, which lies at least 128 MiB under
+        // the stack top, so the IRQ stack lands below this one.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.ends_with("[stack]"))
+            .expect("[stack]");
+        let top = usize::from_str_radix(
+            line.split('-').nth(1).unwrap().split(' ').next().unwrap(),
+            16,
+        )
+        .unwrap();
+        top - (64 << 20)
+    };
+    // SAFETY: a fresh private anonymous mapping at an address nothing else occupies
+    // (MAP_FIXED_NOREPLACE fails instead of replacing); it serves as the thread's stack and is
+    // never unmapped (the process ends after the test).
+    let stack = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(stack as usize, at, "mapping the thread stack at {at:#x}");
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `&String` below, alive until the join.
+        let layout = unsafe { &*(arg as *const String) };
+        target_thread(layout);
+        std::ptr::null_mut()
+    }
+    let layout = layout.to_string();
+    // SAFETY: the attribute object is initialized, used and destroyed here; the stack is mapped
+    // read-write and outlives the thread; `start` has the pthread signature; the thread is
+    // joined before `layout` goes away.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_attr_init(&mut attr), 0);
+        assert_eq!(libc::pthread_attr_setstack(&mut attr, stack, SIZE), 0);
+        let mut t: libc::pthread_t = 0;
+        let arg = &layout as *const String as *mut libc::c_void;
+        assert_eq!(libc::pthread_create(&mut t, &attr, start, arg), 0);
+        libc::pthread_attr_destroy(&mut attr);
+        assert_eq!(libc::pthread_join(t, std::ptr::null_mut()), 0);
+    }
 }
 
 const SCRIPT: &str = r#"
@@ -65,10 +220,26 @@ kill
 
 #[test]
 fn gdb_walks_from_the_irq_stack_to_the_caller() {
+    walk("natural");
+}
+
+/// The IRQ stack mapped above the thread stack: gdb used to stop at the trampoline with
+/// "previous frame inner to this frame (corrupt stack?)".
+#[test]
+fn gdb_walks_across_the_switch_with_the_irq_stack_above() {
+    walk("irq-above");
+}
+
+#[test]
+fn gdb_walks_across_the_switch_with_the_irq_stack_below() {
+    walk("irq-below");
+}
+
+fn walk(layout: &str) {
     if !skip::command_runs("gdb", &["--version"]) {
         return skip::skip("gdb", "apt-get install gdb", false);
     }
-    let dir = std::env::temp_dir().join(format!("irqstack-gdb-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("irqstack-gdb-{}-{layout}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("walk.gdb");
     std::fs::write(&script, SCRIPT).unwrap();
@@ -78,6 +249,7 @@ fn gdb_walks_from_the_irq_stack_to_the_caller() {
         .arg("gdb")
         .args(["-batch", "-nx", "-x"])
         .arg(&script)
+        .env(LAYOUT_ENV, layout)
         .arg("--args")
         .arg(&exe)
         .args([
@@ -144,8 +316,36 @@ fn gdb_walks_from_the_irq_stack_to_the_caller() {
     let caller = sp_of("gdb_interrupted_code");
     assert!(!irq.contains(&caller), "{all}");
     // The walk goes on past the interrupted code, to the thread's start.
-    let after_caller = frames
+    let after_caller: Vec<_> = frames
         .iter()
-        .skip_while(|(n, _)| !n.contains("gdb_interrupted_code"));
-    assert!(after_caller.count() >= 3, "{all}");
+        .skip_while(|(n, _)| !n.contains("gdb_interrupted_code"))
+        .collect();
+    assert!(after_caller.len() >= 3, "{all}");
+    assert!(
+        after_caller
+            .iter()
+            .any(|(n, _)| n.contains("target_thread")),
+        "the walk did not reach the thread's start:\n{all}"
+    );
+    let task = bounds_line(&all, "TASKSTACK ");
+    assert!(task.contains(&caller), "{all}");
+    assert!(
+        all.contains("PANICS-CAUGHT 3 STD-BACKTRACE-CROSSES true"),
+        "panics or std::backtrace in layout {layout}:\n{all}"
+    );
+    println!(
+        "layout {layout}: IRQ stack {irq:x?}, thread stack {task:x?}: gdb walked {} frames",
+        frames.len()
+    );
+}
+
+fn bounds_line(all: &str, prefix: &str) -> std::ops::Range<usize> {
+    let line = all
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("the target did not print {prefix}:\n{all}"));
+    let mut parts = line
+        .split_whitespace()
+        .map(|h| usize::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex bound"));
+    parts.next().unwrap()..parts.next().unwrap()
 }

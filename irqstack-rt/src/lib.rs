@@ -60,6 +60,7 @@ mod backend_trait;
 pub use arch::PtRegs;
 #[doc(hidden)]
 pub mod entry_hooks;
+mod switch_frames;
 
 #[doc(hidden)]
 pub use backend_trait::__assert_percpu_types;
@@ -87,6 +88,16 @@ use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ops::Range;
 
 /// Why an IRQ stack could not be created.
+///
+/// ```
+/// match irqstack::prepare_irq_stack() {
+///     Ok(r) => assert!(r.start < r.end),
+///     Err(irqstack::IrqStackError::Map(errno)) => panic!("mmap failed with errno {errno}"),
+///     // Thread exit, or called from a signal handler that interrupted the creation: the
+///     // handlers of this thread run in place meanwhile.
+///     Err(other) => eprintln!("no IRQ stack: {other}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IrqStackError {
@@ -94,6 +105,10 @@ pub enum IrqStackError {
     Map(i32),
     /// The thread is exiting (its thread-locals are being destroyed); handlers run in place.
     ThreadExiting,
+    /// `prepare_irq_stack()` was called from a signal handler that interrupted this thread while
+    /// it was creating its IRQ stack. Handlers run in place until the interrupted creation
+    /// finishes; call again after the signal handler returns.
+    CreationInterrupted,
 }
 
 impl core::fmt::Display for IrqStackError {
@@ -104,6 +119,10 @@ impl core::fmt::Display for IrqStackError {
             }
             IrqStackError::ThreadExiting => f.write_str(
                 "the thread is exiting; its IRQ stack is gone and handlers run in place",
+            ),
+            IrqStackError::CreationInterrupted => f.write_str(
+                "called from a signal handler that interrupted the creation of this thread's IRQ \
+                 stack; handlers run in place until that creation finishes",
             ),
         }
     }

@@ -47,7 +47,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, compiler_fence};
 
 // ---------------------------------------------------------------------------------------------
 // The libc interface, from the `libc` crate.
@@ -100,9 +100,13 @@ static PREVIOUS: Previous = Previous(UnsafeCell::new([MaybeUninit::uninit(); 2])
 const ALTSTACK_SIZE: usize = 64 * 1024;
 
 std::thread_local! {
-    /// This thread's IRQ-stack guard page `[low, high)`; `(0, 0)` if none is watched. `const`
-    /// and without destructor: reading it in the fault handler is a plain `%fs`-relative load.
-    static GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// The lowest address of this thread's IRQ-stack guard region (one word, so the fault
+    /// handler can never read half of an update); 0 if none is watched. An atomic, not a `Cell`:
+    /// the fault handler (a signal handler of this thread) reads it (see std_backend.rs on why
+    /// `Relaxed` suffices). `const` and without destructor: a plain `%fs`-relative load.
+    static GUARD: AtomicUsize = const { AtomicUsize::new(0) };
+    /// Its end (the usable stack's low end). Written before `GUARD`, read after it.
+    static GUARD_END: AtomicUsize = const { AtomicUsize::new(0) };
     /// The alternate signal stack this module made for this thread: (mapping base, length
     /// including the guard page); `(0, 0)` if the thread had its own.
     static ALTSTACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
@@ -161,7 +165,11 @@ pub(crate) fn register(guard_low: usize, low: usize, high: usize) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    GUARD.set((guard_low, low));
+    GUARD.with(|g| g.store(0, Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    GUARD_END.with(|e| e.store(low, Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    GUARD.with(|g| g.store(guard_low, Ordering::Relaxed));
     ensure_altstack();
     ensure_installed();
 }
@@ -170,7 +178,7 @@ pub(crate) fn register(guard_low: usize, low: usize, high: usize) {
 /// [`register`] if any, and deregisters the stack from Valgrind. Called when the IRQ stack goes
 /// away (thread exit).
 pub(crate) fn unregister() {
-    GUARD.set((0, 0));
+    GUARD.with(|g| g.store(0, Ordering::Relaxed));
     let id = VALGRIND_STACK.replace(NOT_REGISTERED);
     if id != NOT_REGISTERED {
         valgrind_request(0, [VG_STACK_DEREGISTER, id, 0, 0, 0, 0]);
@@ -364,7 +372,13 @@ extern "C" fn on_fault(sig: c_int, info: *mut SigInfo, ctx: *mut c_void) {
     // si_code > 0: a fault the kernel raised, and then `si_addr` is the faulting address (for a
     // signal sent with `kill` or `sigqueue` the same bytes hold the sender's pid and uid).
     let from_kernel = code > 0;
-    let (low, high) = GUARD.get();
+    let low = GUARD.with(|g| g.load(Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    let high = if low == 0 {
+        0
+    } else {
+        GUARD_END.with(|e| e.load(Ordering::Relaxed))
+    };
     if from_kernel && ENABLED.load(Ordering::Relaxed) && (low..high).contains(&addr) {
         report_overflow(low);
     }

@@ -7,7 +7,7 @@
 //!
 //! | `TOS`        | meaning                                                        |
 //! |--------------|----------------------------------------------------------------|
-//! | `IN_USE` (0) | the IRQ stack is in use (or the thread is exiting): run in place |
+//! | `IN_USE` (0) | in use, being created, or the thread is exiting: run in place  |
 //! | `UNMAPPED` (1) | no IRQ stack yet: create one on first use                    |
 //! | other        | free; the value is the 16-byte aligned top-of-stack slot         |
 //!
@@ -18,26 +18,45 @@
 //! # Why this is async-signal-safe
 //!
 //! Signals are delivered to the same thread, between two instructions, so only the compiler may
-//! reorder anything: `compiler_fence` pins the order of the stores relative to the call of the
-//! trampoline (no CPU fence is needed for a thread observing itself). A signal handler that enters
-//! `#[on_irqstack]` code sees either
+//! reorder anything. The word is an `AtomicUsize`, not a `Cell`: it is shared between the thread
+//! and its signal handlers, and the language orders plain accesses around a signal handler only
+//! through atomics and `compiler_fence` (C++'s `atomic_signal_fence`); with a `Cell` the fences
+//! would order nothing and the sharing would formally be a data race. `Relaxed` suffices (one
+//! thread observes itself; no other thread reads the word) and compiles to the very same plain
+//! `mov` to and from `%fs:` that the `Cell` did, so the hot path costs nothing more.
+//! `compiler_fence` pins the order of the stores relative to the call of the trampoline. A signal
+//! handler that enters `#[on_irqstack]` code sees either
 //! - a slot value (before the claim, or after the release): the IRQ stack is free and not being
 //!   switched to. The handler switches, runs, switches back and restores the word before the
 //!   interrupted code continues, so the interrupted code finds everything as it left it; or
 //! - `IN_USE` (anywhere from the claim to the release): the handler runs in place, on whichever
 //!   stack it landed, below the interrupted code's stack pointer.
 //!
-//! The first use creates the stack with `mmap`, which is async-signal-safe, but registering the
-//! thread-exit destructor is not (glibc may allocate). Call [`prepare_irq_stack`] at thread start
-//! if the first use may be from a signal handler.
+//! # Creation, at any instruction
+//!
+//! The first use (or [`prepare_irq_stack`]) creates the stack. The decision to create and the
+//! mark that keeps everyone else out are one instruction: `TOS.swap(IN_USE)` (an `xchg`), and
+//! only the caller that swapped `UNMAPPED` out creates. From that instruction until the stack is
+//! published, `TOS` reads `IN_USE`, so a signal handler that interrupts the creation runs in
+//! place: it never maps a second stack, never sees half-written bounds, and never enters the
+//! allocator that the creation may be inside of (registering the thread-exit destructor
+//! allocates). A signal that lands before the swap finds `UNMAPPED` and creates the stack itself;
+//! the interrupted call then swaps out the finished stack's slot, which claims it. Either way the
+//! thread ends up with exactly one stack. The first use keeps the fresh stack claimed for its own
+//! call (no window in which it is published but not yet claimed); `prepare_irq_stack` publishes
+//! it free. The bounds are two atomics written low first, high last, and read high first, so no
+//! reader ever sees one stack's low end with another's high end.
+//!
+//! Creating from a signal handler that interrupted *other* code (the thread's first use happens
+//! in the handler) is still not async-signal-safe: registering the destructor may allocate, and
+//! the interrupted code may hold the allocator's lock. Call [`prepare_irq_stack`] at thread start.
 
-use core::cell::Cell;
 use core::ops::Range;
-use core::sync::atomic::{AtomicUsize, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, compiler_fence};
 
 use crate::{IrqStackError, current_sp};
 
-/// `TOS` value while the IRQ stack is in use.
+/// `TOS` value while the IRQ stack is in use (or being created, or gone).
 const IN_USE: usize = 0;
 /// `TOS` value before the IRQ stack of this thread exists.
 const UNMAPPED: usize = 1;
@@ -46,9 +65,17 @@ const UNMAPPED: usize = 1;
 ///
 /// The kernel makes do with 16 KiB because its handlers are short and it never formats text on
 /// the IRQ stack. User-space handlers may capture and print a backtrace, which needs more.
+///
+/// ```
+/// assert_eq!(irqstack::DEFAULT_IRQ_STACK_SIZE, 64 * 1024);
+/// ```
 pub const DEFAULT_IRQ_STACK_SIZE: usize = 64 * 1024;
 
 /// Smallest IRQ stack the std backend creates: 16 KiB, the kernel's x86-64 `IRQ_STACK_SIZE`.
+///
+/// ```
+/// assert_eq!(irqstack::MIN_IRQ_STACK_SIZE, 16 * 1024);
+/// ```
 pub const MIN_IRQ_STACK_SIZE: usize = 16 * 1024;
 
 /// Bytes reserved at the top of the stack for the saved stack pointer. 16, not 8: the trampoline
@@ -62,9 +89,14 @@ static STACK_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_IRQ_STACK_SIZE);
 std::thread_local! {
     /// The hot word (see the module documentation). No destructor, constant initializer: std
     /// compiles an access to a plain `%fs`-relative load or store, with no lazy-init check.
-    static TOS: Cell<usize> = const { Cell::new(UNMAPPED) };
-    /// Usable range `[low, high)` of this thread's IRQ stack; `(0, 0)` when there is none.
-    static BOUNDS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static TOS: AtomicUsize = const { AtomicUsize::new(UNMAPPED) };
+    /// Usable range `[LOW, HIGH)` of this thread's IRQ stack; `HIGH == 0` when there is none.
+    /// Published low first, high last; cleared high first.
+    static LOW: AtomicUsize = const { AtomicUsize::new(0) };
+    static HIGH: AtomicUsize = const { AtomicUsize::new(0) };
+    /// Set by the thread-exit destructor (or a creation that found the thread exiting): the
+    /// stack is gone for good and handlers run in place.
+    static EXITED: AtomicBool = const { AtomicBool::new(false) };
     /// Owns the mapping; its destructor unmaps the stack when the thread exits. Touched only when
     /// the stack is created, so its lazy destructor registration costs nothing on the hot path.
     static OWNER: Owner = const { Owner };
@@ -89,16 +121,16 @@ impl Drop for Switch {
         // The trampoline has returned (or is being unwound through): rsp is back on the
         // interrupted stack. Only now may a signal handler switch again.
         compiler_fence(Ordering::SeqCst);
-        TOS.set(self.tos);
+        TOS.with(|t| t.store(self.tos, Ordering::Relaxed));
     }
 }
 
 /// Claims this thread's IRQ stack. `None`: it is in use already, run in place.
 #[inline(always)]
 pub fn try_enter() -> Option<Switch> {
-    let tos = TOS.get();
+    let tos = TOS.with(|t| t.load(Ordering::Relaxed));
     if tos > UNMAPPED {
-        TOS.set(IN_USE);
+        TOS.with(|t| t.store(IN_USE, Ordering::Relaxed));
         // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
         compiler_fence(Ordering::SeqCst);
         Some(Switch { tos })
@@ -115,18 +147,28 @@ pub fn try_enter() -> Option<Switch> {
     }
 }
 
+/// The first use on this thread: create the stack and claim it for this call.
 #[cold]
 #[inline(never)]
 fn enter_first_time() -> Option<Switch> {
-    match create() {
-        Ok(()) => try_enter(),
-        // The thread is exiting (its thread-locals are being destroyed): run in place.
-        Err(IrqStackError::ThreadExiting) => None,
-        Err(err) => abort_with(format_args!(
-            "irqstack: cannot create the IRQ stack of thread {}: {err}; \
-             call irqstack::prepare_irq_stack() at thread start to handle this error",
-            rustix::thread::gettid().as_raw_nonzero()
-        )),
+    // Decide and mark in one instruction (see "Creation, at any instruction" above).
+    match TOS.with(|t| t.swap(IN_USE, Ordering::Relaxed)) {
+        UNMAPPED => match create_marked() {
+            // Published with TOS still IN_USE: the stack is already claimed for this call.
+            Ok(tos) => Some(Switch { tos }),
+            // The thread is exiting (its thread-locals are being destroyed): run in place.
+            Err(IrqStackError::ThreadExiting) => None,
+            Err(err) => abort_with(format_args!(
+                "irqstack: cannot create the IRQ stack of thread {}: {err}; \
+                 call irqstack::prepare_irq_stack() at thread start to handle this error",
+                rustix::thread::gettid().as_raw_nonzero()
+            )),
+        },
+        // In use, being created by the code this call interrupted, or gone: run in place.
+        IN_USE => None,
+        // A signal handler that landed between our load of UNMAPPED and the swap created the
+        // stack and released it; the swap has just claimed it for us.
+        tos => Some(Switch { tos }),
     }
 }
 
@@ -145,18 +187,20 @@ pub(crate) fn abort_with(args: core::fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
-/// Creates this thread's IRQ stack if it does not exist yet.
-fn create() -> Result<(), IrqStackError> {
-    if BOUNDS.get().1 != 0 {
-        return Ok(());
-    }
-    if TOS.get() == IN_USE {
-        // Only the destructor leaves IN_USE with no stack mapped.
-        return Err(IrqStackError::ThreadExiting);
-    }
+/// Creates this thread's IRQ stack. The caller has just swapped `UNMAPPED` out of `TOS` for
+/// `IN_USE` (so it alone creates, and every handler meanwhile runs in place).
+///
+/// Returns the top slot with `TOS` still `IN_USE`: the caller publishes it or keeps it claimed.
+/// On a mapping error `TOS` is `UNMAPPED` again (a later use retries); when the thread is exiting
+/// it stays `IN_USE` for good.
+fn create_marked() -> Result<usize, IrqStackError> {
     let page = rustix::param::page_size();
     let size = round_up(STACK_SIZE.load(Ordering::Relaxed), page);
     let total = size + page;
+    let unmark = |e: rustix::io::Errno| {
+        TOS.with(|t| t.store(UNMAPPED, Ordering::Relaxed));
+        IrqStackError::Map(e.raw_os_error())
+    };
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; it aliases nothing.
     let base = unsafe {
         rustix::mm::mmap_anonymous(
@@ -168,32 +212,38 @@ fn create() -> Result<(), IrqStackError> {
                 | rustix::mm::MapFlags::STACK,
         )
     }
-    .map_err(|e| IrqStackError::Map(e.raw_os_error()))?;
+    .map_err(unmark)?;
     // SAFETY: the lowest page of the mapping made above; nothing points into it yet. Making it
     // inaccessible turns an overflow of the IRQ stack into a fault instead of silent corruption.
     if let Err(e) = unsafe { rustix::mm::mprotect(base, page, rustix::mm::MprotectFlags::empty()) }
     {
         // SAFETY: unmapping the mapping made above, still unused.
         let _ = unsafe { rustix::mm::munmap(base, total) };
-        return Err(IrqStackError::Map(e.raw_os_error()));
+        return Err(unmark(e));
     }
     let low = base as usize + page;
     let high = base as usize + total;
-    // Register the destructor before publishing the stack; if the thread is already tearing
-    // down its thread-locals, give the mapping back and run in place from now on.
+    // Register the destructor before publishing the stack (this may allocate: TOS is IN_USE, so
+    // no handler of this thread enters the allocator through us meanwhile). If the thread is
+    // already tearing down its thread-locals, give the mapping back and run in place from now on.
     if OWNER.try_with(|_| ()).is_err() {
         // SAFETY: as above, the mapping is unused.
         let _ = unsafe { rustix::mm::munmap(base, total) };
-        TOS.set(IN_USE);
+        EXITED.with(|e| e.store(true, Ordering::Relaxed));
         return Err(IrqStackError::ThreadExiting);
     }
     // Overflow detection (overflow.rs): watch the guard page, ensure a sigaltstack + handler;
     // and tell Valgrind this range is a stack.
     crate::overflow::register(base as usize, low, high);
-    BOUNDS.set((low, high));
+    // SAFETY: the padding word above the top slot, inside the fresh mapping (8-byte aligned,
+    // written before the stack is published). The trampoline's CFI reads it as its return
+    // address: it leads unwinders across the switch (switch_frames.rs). Nothing else uses it.
+    unsafe { ((high - 8) as *mut usize).write(crate::switch_frames::switch_return_address()) };
+    LOW.with(|l| l.store(low, Ordering::Relaxed));
     compiler_fence(Ordering::SeqCst);
-    TOS.set(high - TOP_RESERVE);
-    Ok(())
+    HIGH.with(|h| h.store(high, Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    Ok(high - TOP_RESERVE)
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -205,15 +255,17 @@ struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let (low, high) = BOUNDS.get();
+        // From here on every handler of this thread runs in place: a signal that arrives after
+        // this store must not switch to a stack that is about to disappear.
+        TOS.with(|t| t.store(IN_USE, Ordering::Relaxed));
+        EXITED.with(|e| e.store(true, Ordering::Relaxed));
+        compiler_fence(Ordering::SeqCst);
+        let high = HIGH.with(|h| h.swap(0, Ordering::Relaxed));
+        compiler_fence(Ordering::SeqCst);
+        let low = LOW.with(|l| l.swap(0, Ordering::Relaxed));
         if high == 0 {
             return;
         }
-        // From here on every handler of this thread runs in place: a signal that arrives after
-        // this store must not switch to a stack that is about to disappear.
-        TOS.set(IN_USE);
-        compiler_fence(Ordering::SeqCst);
-        BOUNDS.set((0, 0));
         // Overflow detection (overflow.rs): forget the guard page, free our sigaltstack if any.
         crate::overflow::unregister();
         let page = rustix::param::page_size();
@@ -222,8 +274,8 @@ impl Drop for Owner {
             // unmapping would pull the stack from under our feet. Leak it instead.
             return;
         }
-        // SAFETY: the mapping made in `create`, guard page included; nothing runs on it (checked
-        // above) and `TOS`/`BOUNDS` no longer point into it.
+        // SAFETY: the mapping made in `create_marked`, guard page included; nothing runs on it
+        // (checked above) and `TOS`/`LOW`/`HIGH` no longer point into it.
         let _ = unsafe { rustix::mm::munmap((low - page) as *mut _, high - low + page) };
     }
 }
@@ -248,9 +300,14 @@ pub fn set_irq_stack_size(bytes: usize) {
 /// Creates this thread's IRQ stack now, if it does not exist yet, and returns its bounds.
 ///
 /// Handlers create the stack on first use. That first use allocates (the thread-exit destructor
-/// registration), which is not async-signal-safe, and it cannot report an error (it aborts
-/// instead). Call this at thread start, before signals that run `#[on_irqstack]` handlers can
-/// arrive, to do both safely.
+/// registration), which is not async-signal-safe if the signal interrupted the allocator, and it
+/// cannot report an error (it aborts instead). Call this at thread start to do both safely. A
+/// signal may arrive at any instruction of this call: its handlers run in place until the stack
+/// is published, then switch to it.
+///
+/// Errors: [`IrqStackError::Map`] if `mmap`/`mprotect` fail (a later call retries);
+/// [`IrqStackError::ThreadExiting`] during thread exit; [`IrqStackError::CreationInterrupted`]
+/// when called from a signal handler that interrupted this thread's own creation of its stack.
 ///
 /// ```
 /// let r = irqstack::prepare_irq_stack().expect("mmap failed");
@@ -258,21 +315,39 @@ pub fn set_irq_stack_size(bytes: usize) {
 /// assert_eq!(irqstack::irq_stack_bounds(), Some(r));
 /// ```
 pub fn prepare_irq_stack() -> Result<Range<usize>, IrqStackError> {
-    create()?;
-    let (low, high) = BOUNDS.get();
-    Ok(low..high)
+    if let Some(r) = bounds() {
+        return Ok(r);
+    }
+    // Decide and mark in one instruction, as in `enter_first_time`.
+    match TOS.with(|t| t.swap(IN_USE, Ordering::Relaxed)) {
+        UNMAPPED => {
+            let tos = create_marked()?;
+            // Publish the stack free: from here on handlers switch to it.
+            TOS.with(|t| t.store(tos, Ordering::Relaxed));
+        }
+        IN_USE if EXITED.with(|e| e.load(Ordering::Relaxed)) => {
+            return Err(IrqStackError::ThreadExiting);
+        }
+        // No bounds yet and marked: the code this signal handler interrupted is creating it.
+        IN_USE => return Err(IrqStackError::CreationInterrupted),
+        // A signal handler that landed after our `bounds()` created it; put the slot back.
+        tos => TOS.with(|t| t.store(tos, Ordering::Relaxed)),
+    }
+    bounds().ok_or(IrqStackError::ThreadExiting)
 }
 
 /// This thread's IRQ stack, `[low, high)` without the guard page, once it exists.
 #[inline]
 pub fn bounds() -> Option<Range<usize>> {
-    let (low, high) = BOUNDS.get();
+    let high = HIGH.with(|h| h.load(Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    let low = LOW.with(|l| l.load(Ordering::Relaxed));
     (high != 0).then_some(low..high)
 }
 
 /// Address of the top slot (where the trampoline saves the interrupted stack pointer).
 #[inline]
 pub fn top_slot() -> Option<usize> {
-    let (_, high) = BOUNDS.get();
+    let high = HIGH.with(|h| h.load(Ordering::Relaxed));
     (high != 0).then(|| high - TOP_RESERVE)
 }

@@ -155,3 +155,52 @@ pub unsafe fn interrupted_regs(ctx: *mut libc::c_void) -> (usize, usize) {
 pub fn under_ci() -> bool {
     skip::tools_required()
 }
+
+#[irqstack::on_irqstack]
+fn boom_register(x: u64) -> u64 {
+    if std::hint::black_box(x) > 0 {
+        panic!("register form {x}");
+    }
+    x
+}
+
+/// Passed in memory: the block form of the trampoline.
+#[derive(Clone, Copy)]
+pub struct Wide(pub [u64; 5]);
+
+#[irqstack::on_irqstack]
+fn boom_block(w: Wide) -> u64 {
+    if std::hint::black_box(w.0[0]) > 0 {
+        panic!("block form {}", w.0[0]);
+    }
+    w.0.iter().sum()
+}
+
+#[irqstack::on_irqstack]
+fn switched_sp() -> usize {
+    here()
+}
+
+/// A panic through each trampoline form (register, block, closure) is caught by `catch_unwind`
+/// in the caller, and the next call switches again. Returns how many were caught (3). Silences
+/// the panic hook meanwhile (call it where no other test panics at the same time).
+pub fn panics_caught_through_every_form() -> usize {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let results = [
+        std::panic::catch_unwind(|| boom_register(7)).is_err(),
+        std::panic::catch_unwind(|| boom_block(Wide([7, 1, 2, 3, 4]))).is_err(),
+        std::panic::catch_unwind(|| {
+            irqstack::run_on_irqstack(|| -> u64 { panic!("closure form") })
+        })
+        .is_err(),
+    ];
+    std::panic::set_hook(hook);
+    let sp = switched_sp();
+    assert!(
+        irqstack::irq_stack_bounds().is_some_and(|b| b.contains(&sp)),
+        "the call after the panics did not switch"
+    );
+    assert!(!irqstack::irqstack_active());
+    results.iter().filter(|&&c| c).count()
+}

@@ -294,7 +294,9 @@ macro_rules! __irqstack_rt_switch_back {
 /// The CFI: at entry CFA = rsp + 8 (the CIE default). After `push rbp`, CFA = rsp + 16 and rbp
 /// is saved at CFA - 16. After `mov rbp, rsp` the CFA is defined by rbp, so the `rsp` switch does
 /// not disturb it, and an unwinder in the body walks from the IRQ stack back to the caller's frame
-/// on the interrupted stack. After `leave`, CFA = rsp + 8 again.
+/// on the interrupted stack. After `leave`, CFA = rsp + 8 again. User-space builds describe the
+/// frame differently from the switch to the `leave` (`__irqstack_rt_switch_cfi!`, see
+/// `switch_frames.rs`), so that gdb crosses the switch whichever stack lies higher.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
@@ -327,6 +329,7 @@ macro_rules! __irqstack_rt_trampoline {
             $reg,
             "], rsp\n",
             $crate::__irqstack_rt_switch_rsp!($reg),
+            $crate::__irqstack_rt_switch_cfi!(),
             $b,
             ":\n",
             $crate::__irqstack_rt_instr_record!(begin, $b),
