@@ -26,6 +26,28 @@
 // Loops over CPU numbers index several per-CPU tables at once; the number is the point.
 #![allow(clippy::needless_range_loop)]
 
+/// The return of the kernel's hand-written functions: through the return thunk, with a trap
+/// after it, in the hardened build (RETHUNK, SLS); a plain `ret` otherwise.
+macro_rules! ret_insn {
+    () => {
+        if_hardened!("jmp __x86_return_thunk\nint3\n", "ret\n")
+    };
+}
+
+/// `$a` in the hardened build, `$b` otherwise.
+#[cfg(feature = "hardened")]
+macro_rules! if_hardened {
+    ($a:literal, $b:literal) => {
+        $a
+    };
+}
+#[cfg(not(feature = "hardened"))]
+macro_rules! if_hardened {
+    ($a:literal, $b:literal) => {
+        $b
+    };
+}
+
 #[macro_use]
 mod hw;
 mod boot;

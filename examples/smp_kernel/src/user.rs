@@ -53,25 +53,6 @@ fn user_stack() -> core::ops::Range<usize> {
     low..low + 4096
 }
 
-macro_rules! ret_insn {
-    () => {
-        if_hardened!("jmp __x86_return_thunk\nint3\n", "ret\n")
-    };
-}
-
-#[cfg(feature = "hardened")]
-macro_rules! if_hardened {
-    ($a:literal, $b:literal) => {
-        $a
-    };
-}
-#[cfg(not(feature = "hardened"))]
-macro_rules! if_hardened {
-    ($a:literal, $b:literal) => {
-        $b
-    };
-}
-
 /// The ring-3 loop: counts its rounds, forever (the timer handler takes the CPU back). Kernel
 /// text, user-accessible through the identity map's user bit.
 #[unsafe(naked)]

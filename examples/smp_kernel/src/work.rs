@@ -541,25 +541,6 @@ fn raise_device_irq() {
 // The idle loop and its softirq
 // ---------------------------------------------------------------------------------------------
 
-macro_rules! ret_insn {
-    () => {
-        if_hardened!("jmp __x86_return_thunk\nint3\n", "ret\n")
-    };
-}
-
-#[cfg(feature = "hardened")]
-macro_rules! if_hardened {
-    ($a:literal, $b:literal) => {
-        $a
-    };
-}
-#[cfg(not(feature = "hardened"))]
-macro_rules! if_hardened {
-    ($a:literal, $b:literal) => {
-        $b
-    };
-}
-
 /// `sti; hlt`: interrupts are enabled only for the `hlt` (the STI shadow), so a wake-up
 /// interrupt always lands right after the `hlt`, at `wait_for_interrupt + 10`.
 #[unsafe(naked)]
