@@ -152,9 +152,10 @@ pub use irqstack_macros::noinstr;
 /// - Both `swapgs` paths end in `lfence` (Linux's `FENCE_SWAPGS_*`).
 ///
 /// Unwinding: DWARF CFI describes the hardware frame and every saved register (debuggers walk
-/// from the handler through the stub into the interrupted code; with `kernel-abi` the CFI is in
-/// `.debug_frame`, whose CIE cannot carry the signal-frame mark, so a debugger looks the
-/// interrupted function up at `rip - 1`), a frame record
+/// from the handler through the trampoline and the stub into the interrupted code, whichever of
+/// the IRQ stack and the interrupted stack lies higher; with `kernel-abi` the CFI is in
+/// `.debug_frame`, where the assembler drops the stub's signal-frame mark, so a debugger looks
+/// the interrupted function up at `rip - 1`), a frame record
 /// `{interrupted rbp, interrupted rip}` links the frame-pointer chain, and objtool unwind hints
 /// (`UNWIND_HINT_IRET_REGS`/`UNWIND_HINT_REGS`; feature `objtool-legacy-hints` for Linux
 /// before 6.4) let objtool `--orc` describe the stub.

@@ -40,8 +40,8 @@
 //! side frame below its caller), in both layouts, and libgcc, Rust's panics and
 //! `std::backtrace` walk the same chain (tests: `gdb_backtrace`, `switch::panics_*`).
 //!
-//! Kernel (no_std) builds keep the kernel's CFI unchanged: the word above the top slot is not
-//! ours there (`hardirq_stack_ptr` is the top minus 8).
+//! Kernel builds (`kernel-abi`) get the same two frames, written out by hand in `.debug_frame`
+//! (see `__irqstack_rt_switch_cfi` below); other `no_std` builds keep the kernel's CFI.
 
 /// CFI after the switch in the trampoline (user-space builds): the trampoline's frame is the top
 /// of the IRQ stack and returns into `irq_stack_switch` (see the module documentation).
@@ -54,8 +54,8 @@ macro_rules! __irqstack_rt_switch_cfi {
     };
 }
 
-/// Kernel builds: the kernel's CFI (CFA = rbp + 16) stays in force.
-#[cfg(not(feature = "std"))]
+/// `no_std` builds without `kernel-abi`: the kernel's CFI (CFA = rbp + 16) stays in force.
+#[cfg(all(not(feature = "std"), not(feature = "kernel-abi")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switch_cfi {
@@ -63,6 +63,104 @@ macro_rules! __irqstack_rt_switch_cfi {
         ""
     };
 }
+
+/// Kernel builds (`kernel-abi`): the same two CFI-only frames as in user space, so that gdb
+/// crosses the switch whichever stack lies higher (a kernel's IRQ stacks and task stacks may lie
+/// either way round).
+///
+/// The top slot is Linux's `hardirq_stack_ptr`, the top minus 8, so the word above it is not
+/// the stack's; but the trampoline starts the body 8 bytes lower (`lea rsp, [tos - 8]`, for
+/// Rust's alignment), and that word, at `tos - 8`, is the trampoline's own. It writes the
+/// return address of the CFI-only frames there on every switch (`r10`: caller-saved and no
+/// argument register), and its CFI from then on says CFA = rsp + 8 = `tos`, return address at
+/// CFA - 8, rbp unchanged.
+#[cfg(all(not(feature = "std"), feature = "kernel-abi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_cfi {
+    () => {
+        "lea r10, [rip + __irqstack_rt_irq_stack_switch_0_1 + 1]\n\
+         mov qword ptr [rsp], r10\n\
+         .cfi_def_cfa rsp, 8\n.cfi_same_value rbp\n"
+    };
+}
+
+// The CFI-only frames of kernel builds, written out by hand. With `kernel-abi` unwind
+// information goes to `.debug_frame` (see `__irqstack_rt_cfi_sections`), where the assembler
+// drops the `S` (signal frame) augmentation that `.cfi_signal_frame` asks for; gdb reads it in
+// `.debug_frame` CIEs too, so the first frame gets a CIE of its own with augmentation "S".
+//
+// Code: byte 0 `int3`; bytes 1..5 `endbr64`, where the trampolines' `lea` points (with IBT an
+// address taken in code must land on one; objtool `--ibt` checks it); `int3` to 32. Nothing runs
+// here. Symbol type `notype`: objtool validates no function here.
+//
+// `.debug_frame`: CIE 1 (version 1, augmentation "S", code alignment 1, data alignment -8,
+// return address column 16 = rip); FDE [sym, sym + 16): CFA = rsp (DW_CFA_def_cfa 7, 0), rip =
+// the word at rsp - 8, plus 15 (DW_CFA_val_expression 16: DW_OP_breg7 -8, DW_OP_deref,
+// DW_OP_plus_uconst 15), rbp unchanged (DW_CFA_same_value 6). CIE 2 (augmentation ""); FDE
+// [sym + 16, sym + 32): CFA = rbp + 16 (DW_CFA_def_cfa 6, 16), rip at CFA - 8 (DW_CFA_offset 16,
+// 1), rbp at CFA - 16 (DW_CFA_offset 6, 2): the trampoline's frame record on the interrupted
+// stack. Padding is DW_CFA_nop (0). The name carries the semver-compatible version (see
+// `padded` in lib.rs).
+#[cfg(all(not(feature = "std"), feature = "kernel-abi"))]
+core::arch::global_asm!(
+    ".pushsection .text.__irqstack_rt_irq_stack_switch_0_1, \"ax\", @progbits",
+    ".balign 16, 0xcc",
+    ".globl __irqstack_rt_irq_stack_switch_0_1",
+    ".hidden __irqstack_rt_irq_stack_switch_0_1",
+    ".type __irqstack_rt_irq_stack_switch_0_1, @notype",
+    "__irqstack_rt_irq_stack_switch_0_1:",
+    "int3",
+    "endbr64",
+    ".fill 27, 1, 0xcc",
+    ".size __irqstack_rt_irq_stack_switch_0_1, 32",
+    ".popsection",
+    ".pushsection .debug_frame, \"\", @progbits",
+    ".balign 8, 0",
+    "4739960:",
+    ".long 4739961f - 4739962f",
+    "4739962:",
+    ".long 0xffffffff",
+    ".byte 1",
+    ".asciz \"S\"",
+    ".uleb128 1",
+    ".sleb128 -8",
+    ".byte 16",
+    ".balign 8, 0",
+    "4739961:",
+    ".long 4739963f - 4739964f",
+    "4739964:",
+    ".long 4739960b",
+    ".quad __irqstack_rt_irq_stack_switch_0_1",
+    ".quad 16",
+    ".byte 0x0c, 0x07, 0x00",
+    ".byte 0x16, 0x10, 0x05, 0x77, 0x78, 0x06, 0x23, 0x0f",
+    ".byte 0x08, 0x06",
+    ".balign 8, 0",
+    "4739963:",
+    "4739965:",
+    ".long 4739966f - 4739967f",
+    "4739967:",
+    ".long 0xffffffff",
+    ".byte 1",
+    ".asciz \"\"",
+    ".uleb128 1",
+    ".sleb128 -8",
+    ".byte 16",
+    ".balign 8, 0",
+    "4739966:",
+    ".long 4739968f - 4739969f",
+    "4739969:",
+    ".long 4739965b",
+    ".quad __irqstack_rt_irq_stack_switch_0_1 + 16",
+    ".quad 16",
+    ".byte 0x0c, 0x06, 0x10",
+    ".byte 0x90, 0x01",
+    ".byte 0x86, 0x02",
+    ".balign 8, 0",
+    "4739968:",
+    ".popsection",
+);
 
 /// Distance from the first part of [`irq_stack_switch`] (where the trampoline's CFI returns to: the
 /// start plus one) to the second part (its start); written into the first part's CFI below.

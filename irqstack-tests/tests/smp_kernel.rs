@@ -116,7 +116,10 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
-    if variant == "gdb" {
+    if variant == "gdb-irq-above" {
+        cmd.args(["--features", "irq-stacks-above"]);
+    }
+    if variant.starts_with("gdb") {
         // The basic kernel with debug info (DWARF, and `.debug_frame` CFI for every function,
         // the library's trampolines and entry stubs included), for gdb.
         cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
@@ -748,13 +751,26 @@ fn assert_stubs_with_hints(obj: &Path) {
 /// order, and goes on to the CPU's boot path.
 #[test]
 fn gdb_walks_from_a_handler_through_trampoline_and_stub_into_the_interrupted_code() {
+    gdb_walk("gdb");
+}
+
+/// The same with the IRQ stacks mapped above the task stacks: gdb used to stop at the
+/// trampoline ("previous frame inner to this frame (corrupt stack?)"), since the frame it came
+/// from lay higher. The trampoline's CFI now returns through the two CFI-only switch frames
+/// (irqstack-rt's `switch_frames.rs`), the first a signal frame, whose order gdb does not check.
+#[test]
+fn gdb_walks_across_the_switch_with_the_irq_stacks_above_the_task_stacks() {
+    gdb_walk("gdb-irq-above");
+}
+
+fn gdb_walk(variant: &str) {
     if !tools_present() {
         return;
     }
     if !skip::command_runs("gdb", &["--version"]) {
         return skip::skip("gdb", "apt-get install gdb", false);
     }
-    let kernel = build("gdb");
+    let kernel = build(variant);
     let text = run_gdb(
         &kernel,
         "break gdb_handler_mark\ncontinue\necho BT-BEGIN\\n\nbt\necho BT-END\\n\n",

@@ -73,7 +73,7 @@ long_entry_bsp:
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs                   /* the GS base is set later, after this load (it resets it) */
-    movabsq ${bsp_stack_top}, %rsp  /* CPU 0's task stack, mapped above the IRQ stacks */
+    movabsq ${bsp_stack_top}, %rsp  /* CPU 0's task stack, mapped in the IRQ region */
     xorl %ebp, %ebp                 /* ends the frame-pointer chain */
     call kernel_main_bsp
     ud2
@@ -185,11 +185,11 @@ pd_identity:
 pd_irq:
     .quad IRQ_PT + 0x3
     .fill 511, 8, 0
-    /* The 4 KiB page table of the region at 4 GiB: the IRQ stacks and their guards in the first
-       256 KiB (filled by percpu.rs), then each CPU's task stack, mapped here from TASK_STACKS
-       (identity-mapped .bss) behind an unmapped 32 KiB guard: 64 KiB a CPU (percpu.rs,
-       TASK_REGION). The task stacks lie above the IRQ stacks, as debuggers expect the stack a
-       handler interrupted to be outer (higher) than the one it runs on. */
+    /* The 4 KiB page table of the region at 4 GiB: the IRQ stacks and their guards (filled by
+       percpu.rs) and each CPU's task stack, mapped here from TASK_STACKS (identity-mapped .bss)
+       behind an unmapped 32 KiB guard: 64 KiB a CPU (percpu.rs, TASK_REGION). By default the IRQ
+       stacks take the first 256 KiB and the task stacks lie above them; feature
+       `irq-stacks-above` swaps the two, so that the gdb tests cross the switch both ways. */
     .globl IRQ_PT
 IRQ_PT:
     .fill {task_region_index}, 8, 0

@@ -8,8 +8,8 @@
 //! IRQ stacks: each CPU's 16 KiB stack is backed by `IRQ_STACK_MEM` and mapped with 4 KiB pages
 //! in a region of its own at `IRQ_REGION` (4 GiB), slot `cpu`: 16 KiB unmapped (the guard) then
 //! the 16 KiB stack. Running off the bottom faults on a page that is really not mapped. The task
-//! stacks are mapped in the same region, above the IRQ stacks (`TASK_REGION`), each behind a
-//! guard of its own.
+//! stacks are mapped in the same region (`TASK_REGION`), each behind a guard of its own: above
+//! the IRQ stacks, or below them with feature `irq-stacks-above`.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,9 +61,16 @@ unsafe extern "C" {
     static __percpu_end: u8;
 }
 
+/// Where the IRQ-stack slots start in the region: at its base, below the task stacks; with
+/// feature `irq-stacks-above`, 256 KiB up, above them (the two layouts a debugger must cross).
+#[cfg(not(feature = "irq-stacks-above"))]
+const IRQ_SLOTS: usize = IRQ_REGION;
+#[cfg(feature = "irq-stacks-above")]
+const IRQ_SLOTS: usize = IRQ_REGION + 0x4_0000;
+
 /// The lowest address of `cpu`'s IRQ stack (the guard is the `GUARD_SIZE` below it).
 pub const fn irq_stack_low(cpu: usize) -> usize {
-    IRQ_REGION + cpu * IRQ_SLOT + GUARD_SIZE
+    IRQ_SLOTS + cpu * IRQ_SLOT + GUARD_SIZE
 }
 
 /// `[low, high)` of `cpu`'s IRQ stack.
@@ -88,7 +95,7 @@ pub fn map_irq_stacks(cpus: usize) {
         for page in 0..IRQ_STACK_SIZE / 4096 {
             let va = irq_stack_low(cpu) + page * 4096;
             let index = (va - IRQ_REGION) / 4096;
-            assert!(va < TASK_REGION);
+            assert!(!(TASK_REGION..TASK_REGION + MAX_CPUS * TASK_SLOT).contains(&va));
             // SAFETY: IRQ_PT is the page table of the IRQ region; no CPU has used these entries
             // yet (they were not present, so no TLB holds them).
             unsafe {
@@ -343,18 +350,22 @@ unsafe impl irqstack::Backend for KernelBackend {
 }
 
 /// Task (kernel) stacks: the memory behind them. CPU n runs on `TASK_STACKS[n]` mapped at
-/// `task_stack(n)` (boot.rs's IRQ_PT), above the IRQ stacks, behind a guard.
+/// `task_stack(n)` (boot.rs's IRQ_PT), behind a guard.
 #[unsafe(no_mangle)]
 pub static mut TASK_STACKS: [Pages<{ crate::TASK_STACK_SIZE }>; MAX_CPUS] =
     [const { Pages([0; crate::TASK_STACK_SIZE]) }; MAX_CPUS];
 
 /// Where the task stacks are mapped: 256 KiB into the IRQ-stack region, a slot of 64 KiB a CPU
 /// (an unmapped guard of 32 KiB, then the 32 KiB stack).
+#[cfg(not(feature = "irq-stacks-above"))]
 pub const TASK_REGION: usize = IRQ_REGION + 0x4_0000;
+#[cfg(feature = "irq-stacks-above")]
+pub const TASK_REGION: usize = IRQ_REGION;
 pub const TASK_GUARD_SIZE: usize = 0x8000;
 const TASK_SLOT: usize = TASK_GUARD_SIZE + crate::TASK_STACK_SIZE;
-const _: () = assert!(MAX_CPUS * IRQ_SLOT <= TASK_REGION - IRQ_REGION);
-const _: () = assert!(TASK_REGION - IRQ_REGION + MAX_CPUS * TASK_SLOT <= 512 * 4096);
+const _: () = assert!(MAX_CPUS * IRQ_SLOT <= 0x4_0000 && MAX_CPUS * TASK_SLOT <= 0x4_0000);
+const _: () = assert!(0x4_0000 + MAX_CPUS * TASK_SLOT <= 512 * 4096);
+const _: () = assert!(0x4_0000 + MAX_CPUS * IRQ_SLOT <= 512 * 4096);
 
 /// The top of `cpu`'s task stack.
 pub const fn task_stack_top(cpu: usize) -> usize {
