@@ -162,8 +162,11 @@ pub fn ret_in_registers(ret: &ReturnType) -> bool {
     }
 }
 
-/// The six SysV integer argument registers, in order.
-pub const GPRS: [&str; 6] = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"];
+/// How many integer argument registers every supported ABI has at least: six on SysV x86-64
+/// (`rdi`..`r9`), eight on AAPCS64. The proc macro names no register: it passes the position
+/// of `tos` among them (`0..=5`, or `stack` for the seventh integer argument), and each
+/// architecture's pieces in irqstack-rt map the position to its register.
+pub const INT_ARG_REGS: usize = 6;
 /// SysV passes the first eight floating-point arguments in `xmm0`..`xmm7`.
 pub const SSE_REGS: usize = 8;
 

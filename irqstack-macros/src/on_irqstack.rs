@@ -3,7 +3,8 @@
 //! For a handler `fn h(a: A, b: B) -> R { body }` the expansion is one function `h` with the same
 //! signature, attributes and visibility, containing:
 //! - `__irqstack_body`: the user's body as an ordinary function (the in-place path calls it);
-//! - one or two switch forms, each a shim (`extern "sysv64-unwind"`, calls the body) and a naked
+//! - one or two switch forms, each a shim (written without an ABI: the runtime's pieces give it
+//!   the architecture's, `extern "sysv64-unwind"` on x86-64; it calls the body) and a naked
 //!   trampoline (switches stacks, calls the shim directly):
 //!   - the register form: the trampoline has the body's arguments plus the top-of-stack pointer
 //!     last, so arguments stay in their registers (see `classify`);
@@ -146,16 +147,24 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         // - SSE2 on a hosted target: hard-float;
         // - SSE2 on `target_os = "none"`/`"uefi"`: either (a soft-float target may enable SSE2
         //   and still pass floats in general registers), so the block form, which passes only
-        //   pointers and is right under both.
+        //   pointers and is right under both;
+        // - any other architecture: the block form (the register forms follow SysV x86-64).
         let soft = switched_for(&info, &classes, FloatRegs::General);
         let hard = switched_for(&info, &classes, FloatRegs::Sse);
         let block = block_form(&info);
         quote! {
-            #[cfg(not(target_feature = "sse2"))]
+            #[cfg(all(target_arch = "x86_64", not(target_feature = "sse2")))]
             let __irqstack_ret = { #soft };
-            #[cfg(all(target_feature = "sse2", not(any(target_os = "none", target_os = "uefi"))))]
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "sse2",
+                not(any(target_os = "none", target_os = "uefi"))
+            ))]
             let __irqstack_ret = { #hard };
-            #[cfg(all(target_feature = "sse2", any(target_os = "none", target_os = "uefi")))]
+            #[cfg(any(
+                not(target_arch = "x86_64"),
+                all(target_feature = "sse2", any(target_os = "none", target_os = "uefi"))
+            ))]
             let __irqstack_ret = { #block };
             __irqstack_ret
         }
@@ -251,7 +260,7 @@ fn switched_for(info: &Sig<'_>, classes: &[Arg], floats: FloatRegs) -> TokenStre
         .filter(|c| **c == Arg::Sse && floats == FloatRegs::Sse)
         .count();
     let register_form_possible = !classes.contains(&Arg::Other)
-        && gprs <= classify::GPRS.len()
+        && gprs <= classify::INT_ARG_REGS
         && sses <= classify::SSE_REGS
         && classify::ret_in_registers(info.output);
     let maybe_thin: Vec<&Type> = info
@@ -317,7 +326,7 @@ fn fingerprint(text: &str) -> u64 {
 fn trampoline(
     name: &syn::Ident,
     info: &Sig<'_>,
-    tos: &str,
+    tos: Option<usize>,
     (shim, shim_def): (&syn::Ident, TokenStream),
     params: &[TokenStream],
     output: TokenStream,
@@ -331,10 +340,14 @@ fn trampoline(
     let shim_symbol = format!("{symbol}_shim");
     // A body of type `!` never comes back: the trampoline ends in a trap after its call.
     let diverges = matches!(info.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)));
-    let tos_arg = if tos == "stack" {
-        quote!(stack)
-    } else {
-        quote!(#tos)
+    // The position of `tos` among the integer argument registers, or `stack` for the seventh
+    // integer argument (x86-64 passes it on the stack; AArch64 still in a register).
+    let tos_arg = match tos {
+        Some(pos) => {
+            let pos = proc_macro2::Literal::usize_unsuffixed(pos);
+            quote!(#pos)
+        }
+        None => quote!(stack),
     };
     let params_g = &generics.params;
     let generics_tokens = if params_g.is_empty() {
@@ -393,7 +406,7 @@ fn inline_spec(tys: &Option<Vec<&Type>>, ret: Option<&str>) -> TokenStream {
     let (Some(tys), Some(ret)) = (tys, ret) else {
         return quote!(none);
     };
-    if tys.len() > classify::GPRS.len() {
+    if tys.len() > classify::INT_ARG_REGS {
         return quote!(none);
     }
     let names: Vec<syn::Ident> = (0..tys.len())
@@ -410,14 +423,14 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
     let output = info.output;
     let generics = info.generics;
     let where_clause = &generics.where_clause;
-    let tos = classify::GPRS.get(gprs).copied().unwrap_or("stack");
+    let tos = (gprs < classify::INT_ARG_REGS).then_some(gprs);
     let shim = format_ident!("__irqstack_shim_reg");
     let tramp_name = format_ident!("__irqstack_trampoline_reg");
     let call = info.call_body(names);
     let params: Vec<TokenStream> = tys.iter().map(|t| quote!(#t)).collect();
     let shim_def = quote! {
         #[allow(clippy::too_many_arguments)]
-        extern "sysv64-unwind" fn #shim #generics (#(#names: #tys),*) #output #where_clause {
+        fn #shim #generics (#(#names: #tys),*) #output #where_clause {
             #call
         }
     };
@@ -474,11 +487,12 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
         // (`ManuallyDrop`); reading moves the arguments out exactly once.
         let (#(#names,)*) = unsafe { __irqstack_args.read() };
     };
-    let tos = if direct { "rsi" } else { "rdx" };
+    // `tos` follows the one or two pointers.
+    let tos = Some(if direct { 1 } else { 2 });
     if direct {
         let output = info.output;
         let shim_def = quote! {
-            extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty) #output #where_clause {
+            fn #shim #generics (__irqstack_args: *mut #tuple_ty) #output #where_clause {
                 #unpack
                 #call
             }
@@ -511,7 +525,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
         }
     } else {
         let shim_def = quote! {
-            extern "sysv64-unwind" fn #shim #generics (__irqstack_args: *mut #tuple_ty, __irqstack_out: *mut #ret_ty) #where_clause {
+            fn #shim #generics (__irqstack_args: *mut #tuple_ty, __irqstack_out: *mut #ret_ty) #where_clause {
                 #unpack
                 let __irqstack_ret = #call;
                 // SAFETY: the wrapper passes a valid, aligned, uninitialized slot for the result.

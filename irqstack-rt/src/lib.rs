@@ -344,7 +344,7 @@ unsafe extern "sysv64-unwind" fn closure_trampoline<F: FnOnce() -> R, R>(
     _tos: *mut u8,
 ) {
     core::arch::naked_asm!(
-        crate::__irqstack_rt_trampoline!(tos = "rdx", begin = "4739998", end = "4739999"),
+        crate::__irqstack_rt_trampoline!(tos = 2, begin = "4739998", end = "4739999"),
         body = sym closure_shim::<F, R>,
     )
 }

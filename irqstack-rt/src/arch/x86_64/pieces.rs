@@ -265,8 +265,8 @@ macro_rules! __irqstack_rt_switch_back {
 /// the top-of-stack slot `tos` of the IRQ stack (already claimed by the caller). Because `tos` comes
 /// last, every other argument sits in the same register or stack slot as it will for the body, so
 /// nothing is copied: the trampoline switches `rsp` and makes a direct `call`. The caller names
-/// where `tos` arrives: a register (`tos = "rsi"`, ...) or the stack (`tos = stack`, when the six
-/// integer argument registers are taken).
+/// where `tos` arrives: its position among the integer argument registers (`tos = 1` for `rsi`,
+/// ...) or the stack (`tos = stack`, when the six integer argument registers are taken).
 ///
 /// ```text
 /// push rbp              frame record: objtool requires one before a call, and frame-pointer
@@ -306,8 +306,24 @@ macro_rules! __irqstack_rt_trampoline {
     (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
         $crate::__irqstack_rt_trampoline!(@body "mov r11, qword ptr [rbp + 16]\n", "r11", $b, $e, $nr)
     };
-    (tos = $reg:literal, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", $reg, $b, $e, $nr)
+    // `tos` in the integer argument register at this position (SysV: rdi, rsi, rdx, rcx, r8, r9).
+    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "rdi", $b, $e, $nr)
+    };
+    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "rsi", $b, $e, $nr)
+    };
+    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "rdx", $b, $e, $nr)
+    };
+    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "rcx", $b, $e, $nr)
+    };
+    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "r8", $b, $e, $nr)
+    };
+    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "", "r9", $b, $e, $nr)
     };
     // The way back: `leave` restores the interrupted rsp (see above), then the return.
     (@tail false) => {
@@ -343,6 +359,17 @@ macro_rules! __irqstack_rt_trampoline {
     };
 }
 
+/// A shim of a generated handler (what its trampoline calls), written by the proc macro without
+/// an ABI (`fn name(...) { ... }`, after its attributes): this gives it the one the trampoline
+/// calls with, `extern "sysv64-unwind"`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_shim {
+    ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        $(#[$($attr)*])* extern "sysv64-unwind" fn $($rest)*
+    };
+}
+
 /// Defines one trampoline of a handler: `unsafe extern "sysv64-unwind" fn $name(params..., tos)`
 /// whose code is [`__irqstack_rt_trampoline!`], calling `$body`.
 ///
@@ -367,7 +394,7 @@ macro_rules! __irqstack_rt_trampoline_def {
         shim_symbol = $shim_symbol:literal,
         noreturn = $noreturn:tt $(,)?
     ) => {
-        $($shim)*
+        $crate::__irqstack_rt_shim! { $($shim)* }
         #[unsafe(naked)]
         #[unsafe(link_section = ".noinstr.text")]
         #[allow(clippy::too_many_arguments)]
@@ -417,8 +444,10 @@ macro_rules! __irqstack_rt_trampoline_def {
         // block of the handler's body: so it goes into a module of its own, which cannot name
         // the body's local shim. The shim gets a link-time name instead, and the module calls
         // it through an extern declaration of that name.
-        #[unsafe(export_name = $shim_symbol)]
-        $($shim)*
+        $crate::__irqstack_rt_shim! {
+            #[unsafe(export_name = $shim_symbol)]
+            $($shim)*
+        }
         // With `panic = "abort"` (every kernel build), the declaration says the trampoline cannot
         // unwind, as the compiler knows of a naked function of the crate itself; an `-unwind`
         // declaration would make the caller keep an abort landing pad that no path reaches
@@ -534,7 +563,7 @@ macro_rules! __irqstack_rt_backend_extras {
             ::core::arch::global_asm!(
                 $crate::__irqstack_rt_padded_function!(
                     "__irqstack_rt_closure_trampoline_0_1",
-                    $crate::__irqstack_rt_trampoline!(tos = "rcx", begin = "4739994", end = "4739995")
+                    $crate::__irqstack_rt_trampoline!(tos = 3, begin = "4739994", end = "4739995")
                 ),
                 body = sym call,
             );
@@ -581,7 +610,7 @@ macro_rules! __irqstack_rt_trampoline_fn {
         shim_symbol = $shim_symbol:literal,
         noreturn = $noreturn:tt $(,)?
     ) => {
-        $($shim)*
+        $crate::__irqstack_rt_shim! { $($shim)* }
         /// The switch, inline in the caller (see `__irqstack_rt_inline_switch`).
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
