@@ -181,9 +181,10 @@ pub use irqstack_macros::noinstr;
 /// ```
 pub use irqstack_macros::idtentry;
 
+#[cfg(target_arch = "x86_64")]
+pub use irqstack_rt::PtRegs;
 pub use irqstack_rt::{
-    Backend, IrqStackError, PtRegs, interrupted_sp, irq_stack_bounds, irqstack_active,
-    run_on_irqstack,
+    Backend, IrqStackError, interrupted_sp, irq_stack_bounds, irqstack_active, run_on_irqstack,
 };
 #[cfg(feature = "std")]
 pub use irqstack_rt::{
@@ -289,6 +290,7 @@ pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 pub mod __private {
     pub use irqstack_macros::__instr_marker as instr_marker;
     pub use irqstack_rt::__private::{Switch, try_enter};
+    #[cfg(target_arch = "x86_64")]
     pub use irqstack_rt::entry_hooks;
     pub use irqstack_rt::{
         __irqstack_rt_idt_stub as idt_stub, __irqstack_rt_idt_vectors as idt_vectors,

@@ -17,7 +17,15 @@ fn here() -> usize {
 fn rsp() -> usize {
     let sp: usize;
     // SAFETY: copies rsp into a register.
-    unsafe { asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: copies sp into a register.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     sp
 }
 
@@ -58,7 +66,8 @@ fn saved_sp(_x: u64) -> usize {
 }
 
 /// The top slot holds exactly the stack pointer of the trampoline after its `push rbp`: the
-/// caller's rsp at the call, minus the return address and the saved rbp.
+/// caller's rsp at the call, minus the return address and the saved rbp (AArch64: after its
+/// `stp x29, x30`, 16 bytes below the caller's sp as well).
 #[inline(never)]
 fn caller_sp_and_saved() -> (usize, usize) {
     let before = rsp();
@@ -76,6 +85,7 @@ fn top_slot_holds_the_interrupted_stack_pointer() {
 /// alignment minus the return address: 8 if the body was entered with SysV alignment
 /// (rsp % 16 == 8 at entry, so every call site in it is 16-byte aligned), 0 if the switch
 /// misaligned the IRQ stack.
+#[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 extern "sysv64" fn entry_alignment() -> usize {
     core::arch::naked_asm!(
@@ -85,6 +95,27 @@ extern "sysv64" fn entry_alignment() -> usize {
         "ret",
     )
 }
+
+/// AArch64: returns `sp % 16` at its own entry; AAPCS64 wants 0 everywhere (`bl` pushes
+/// nothing), so anything else means the switch misaligned the IRQ stack.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+extern "C" fn entry_alignment() -> usize {
+    core::arch::naked_asm!(
+        // x0 = sp (sp cannot be an operand of `and`): nothing is stored, sp is not changed.
+        "mov x0, sp",
+        // x0 = sp % 16.
+        "and x0, x0, #15",
+        // Return to x30.
+        "ret",
+    )
+}
+
+/// What [`entry_alignment`] returns in a correctly aligned function (see above).
+#[cfg(target_arch = "x86_64")]
+const ABI_ALIGNMENT: usize = 8;
+#[cfg(target_arch = "aarch64")]
+const ABI_ALIGNMENT: usize = 0;
 
 #[on_irqstack]
 fn alignment_in_body() -> (usize, bool) {
@@ -107,13 +138,14 @@ fn alignment_block(s: Forty) -> (usize, u64) {
 
 #[test]
 fn body_is_entered_with_sysv_alignment() {
-    assert_eq!(entry_alignment(), 8, "the probe itself");
-    assert_eq!(alignment_in_body(), (8, true));
-    assert_eq!(alignment_six(1, 2, 3, 4, 5, 6), 8);
-    assert_eq!(alignment_block(Forty([1, 2, 3, 4, 5])), (8, 5));
+    const A: usize = ABI_ALIGNMENT;
+    assert_eq!(entry_alignment(), A, "the probe itself");
+    assert_eq!(alignment_in_body(), (A, true));
+    assert_eq!(alignment_six(1, 2, 3, 4, 5, 6), A);
+    assert_eq!(alignment_block(Forty([1, 2, 3, 4, 5])), (A, 5));
     assert_eq!(
         run_on_irqstack(|| (entry_alignment(), irqstack_active())),
-        (8, true)
+        (A, true)
     );
 }
 
@@ -181,8 +213,14 @@ fn backtrace_from_the_body_reaches_the_caller() {
     let tramp = bt.find("__irqstack_trampoline").expect(&bt);
     let caller = bt.find("distinctive_caller_for_backtrace").expect(&bt);
     assert!(body < tramp && tramp < caller, "{bt}");
-    // And past the caller to the root of the test thread, on the original stack.
-    assert!(bt[caller..].contains("start_thread"), "{bt}");
+    // And past the caller to the root of the test thread, on the original stack: glibc's
+    // `start_thread`; under qemu-user (aarch64) glibc's symbols are not resolved, so the
+    // outermost named frame is std's `thread_start`.
+    #[cfg(target_arch = "x86_64")]
+    let root = "start_thread";
+    #[cfg(not(target_arch = "x86_64"))]
+    let root = "thread_start";
+    assert!(bt[caller..].contains(root), "{bt}");
 }
 
 #[on_irqstack]

@@ -108,6 +108,7 @@ pub unsafe trait Backend {
     /// `#[idtentry]` glue calls this first, in `noinstr` context with interrupts off, before the
     /// handler (the kernel's `irqentry_enter()`: RCU, context tracking, lockdep). What it
     /// returns is handed to [`irqentry_exit`](Backend::irqentry_exit). The default does nothing.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn irqentry_enter(_regs: &mut crate::PtRegs) -> usize {
         0
@@ -116,16 +117,19 @@ pub unsafe trait Backend {
     /// `#[idtentry]` glue calls this last, after the handler returned (the kernel's
     /// `irqentry_exit()`), with the state [`irqentry_enter`](Backend::irqentry_enter) returned.
     /// The default does nothing.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn irqentry_exit(_regs: &mut crate::PtRegs, _state: usize) {}
 
     /// Runs on the IRQ stack right before a device or system vector handler (the kernel's
     /// `irq_enter_rcu()`). The default does nothing.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn irq_enter_rcu() {}
 
     /// Runs on the IRQ stack right after a device or system vector handler (the kernel's
     /// `irq_exit_rcu()`, which also runs pending softirqs). The default does nothing.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn irq_exit_rcu() {}
 }
@@ -218,7 +222,9 @@ macro_rules! set_backend {
                 };
             }
 
-            // The entry hooks of `#[idtentry]` glue, in `.noinstr.text` like the glue.
+            // The entry hooks of `#[idtentry]` glue (x86-64 only), in `.noinstr.text` like the
+            // glue.
+            #[cfg(target_arch = "x86_64")]
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
@@ -228,6 +234,7 @@ macro_rules! set_backend {
                 <$backend as $crate::Backend>::irqentry_enter(regs)
             }
 
+            #[cfg(target_arch = "x86_64")]
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
@@ -238,6 +245,7 @@ macro_rules! set_backend {
                 <$backend as $crate::Backend>::irqentry_exit(regs, state)
             }
 
+            #[cfg(target_arch = "x86_64")]
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]
@@ -245,6 +253,7 @@ macro_rules! set_backend {
                 <$backend as $crate::Backend>::irq_enter_rcu()
             }
 
+            #[cfg(target_arch = "x86_64")]
             #[unsafe(no_mangle)]
             #[unsafe(link_section = ".noinstr.text")]
             #[inline(never)]

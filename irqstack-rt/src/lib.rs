@@ -12,10 +12,11 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
-    "irqstack supports x86-64 only: its trampolines are x86-64 assembly (ports to other \
-     architectures would follow the kernel's per-arch `call_on_irq_stack`)"
+    "irqstack supports target_arch = \"x86_64\" (everything) and \"aarch64\" (user space, \
+     aarch64-unknown-linux-gnu) only: its trampolines are per-architecture assembly (ports to \
+     other architectures follow the kernel's per-arch `call_on_irq_stack`)"
 );
 
 #[cfg(feature = "std")]
@@ -57,9 +58,12 @@ compile_error!(
 
 mod arch;
 mod backend_trait;
+#[cfg(target_arch = "x86_64")]
 pub use arch::PtRegs;
 #[doc(hidden)]
+#[cfg(target_arch = "x86_64")]
 pub mod entry_hooks;
+#[cfg(target_arch = "x86_64")]
 mod switch_frames;
 
 #[doc(hidden)]
@@ -136,8 +140,14 @@ impl std::error::Error for IrqStackError {}
 pub(crate) fn current_sp() -> usize {
     let sp: usize;
     // SAFETY: copies rsp into a register; touches no memory, no stack and no flags.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: copies sp into a register; touches no memory, no stack and no flags.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
     sp
 }
@@ -269,11 +279,14 @@ pub fn run_on_irqstack<F: FnOnce() -> R, R>(f: F) -> R {
     }
 }
 
-/// Body of [`run_on_irqstack`]'s switch: moves the closure out of `*f` and stores its result.
-extern "sysv64-unwind" fn closure_shim<F: FnOnce() -> R, R>(f: *mut F, out: *mut R) {
-    // SAFETY: `run_on_irqstack` passes a valid closure that it never uses again, and a valid,
-    // properly aligned slot for the result.
-    unsafe { out.write(f.read()()) }
+crate::__irqstack_rt_shim! {
+    /// Body of [`run_on_irqstack`]'s switch: moves the closure out of `*f` and stores its
+    /// result. Its ABI is the trampolines' (`__irqstack_rt_shim`).
+    fn closure_shim<F: FnOnce() -> R, R>(f: *mut F, out: *mut R) {
+        // SAFETY: `run_on_irqstack` passes a valid closure that it never uses again, and a
+        // valid, properly aligned slot for the result.
+        unsafe { out.write(f.read()()) }
+    }
 }
 
 /// [`closure_shim`] with its pointers erased, for the padded trampoline's indirect call. Its
@@ -333,21 +346,31 @@ mod padded {
     };
 }
 
-/// The trampoline of [`run_on_irqstack`]: `tos` arrives in `rdx`, the third argument register;
-/// `rdi` and `rsi` pass through to the shim unchanged. See `__irqstack_rt_trampoline`.
-#[cfg(not(feature = "call-padding"))]
-#[unsafe(naked)]
-#[unsafe(link_section = ".noinstr.text")]
-unsafe extern "sysv64-unwind" fn closure_trampoline<F: FnOnce() -> R, R>(
-    _f: *mut F,
-    _out: *mut R,
-    _tos: *mut u8,
-) {
-    core::arch::naked_asm!(
-        crate::__irqstack_rt_trampoline!(tos = 2, begin = "4739998", end = "4739999"),
-        body = sym closure_shim::<F, R>,
-    )
+/// Defines the trampoline of [`run_on_irqstack`] with the architecture's ABI.
+macro_rules! closure_trampoline {
+    ($abi:literal) => {
+        /// The trampoline of [`run_on_irqstack`]: `tos` arrives in the third integer argument
+        /// register (`rdx`, `x2`); the first two pass through to the shim unchanged. See
+        /// `__irqstack_rt_trampoline`.
+        #[cfg(not(feature = "call-padding"))]
+        #[unsafe(naked)]
+        #[unsafe(link_section = ".noinstr.text")]
+        unsafe extern $abi fn closure_trampoline<F: FnOnce() -> R, R>(
+            _f: *mut F,
+            _out: *mut R,
+            _tos: *mut u8,
+        ) {
+            core::arch::naked_asm!(
+                crate::__irqstack_rt_trampoline!(tos = 2, begin = "4739998", end = "4739999"),
+                body = sym closure_shim::<F, R>,
+            )
+        }
+    };
 }
+#[cfg(target_arch = "x86_64")]
+closure_trampoline!("sysv64-unwind");
+#[cfg(target_arch = "aarch64")]
+closure_trampoline!("C-unwind");
 
 /// A value that an inline switch (feature `inline-switch`) hands to the body in one
 /// general-purpose register, widened as the SysV ABI expects: unsigned and `bool`/`char` values
@@ -424,6 +447,7 @@ pub unsafe fn from_regs<R>(rax: u64, rdx: u64) -> R {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::{Switch, try_enter};
+    #[cfg(target_arch = "x86_64")]
     pub use crate::entry_hooks;
     #[cfg(all(feature = "linux-percpu", not(feature = "std")))]
     pub use crate::linked_backend::percpu;

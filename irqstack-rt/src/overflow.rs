@@ -124,6 +124,7 @@ const VG_STACK_DEREGISTER: usize = 0x1502;
 /// arguments, the marker sequence (rotations of `rdi` by 3 + 13 + 61 + 51 = 128 bits, which
 /// leave it unchanged, then `xchg rbx, rbx`) tells Valgrind's JIT to run the request, and the
 /// result comes back in `rdx`. On a real CPU the sequence does nothing and `rdx` keeps `default`.
+#[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn valgrind_request(default: usize, request: [usize; 6]) -> usize {
     let mut result = default;
@@ -144,6 +145,13 @@ fn valgrind_request(default: usize, request: [usize; 6]) -> usize {
         )
     };
     result
+}
+
+/// Other architectures: no client request (Valgrind's AArch64 protocol is not implemented
+/// here), so always `default`, what the request returns outside Valgrind.
+#[cfg(not(target_arch = "x86_64"))]
+fn valgrind_request(default: usize, _request: [usize; 6]) -> usize {
+    default
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,8 +10,12 @@
 //! - `entry`: the interrupt entry stubs of `#[idtentry]` and the register frame they build
 //!   (`PtRegs`, the layout of Linux's `struct pt_regs`).
 //!
-//! Only x86-64 exists today; the crate refuses to build elsewhere with a message that names it.
+//! x86-64 has everything; AArch64 has the user-space pieces (no `entry`: `#[idtentry]` and
+//! `PtRegs` are x86-64 only). The crate refuses to build elsewhere with a message that names the
+//! supported architectures.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,324 @@
+//! Assembly template pieces for AArch64 (GNU syntax), under the same names as x86-64's (see
+//! `arch/x86_64/pieces.rs` for how pieces reach generated code and why labels are numeric).
+//!
+//! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
+
+/// Record that marks label `$label` as the start (`begin`) or end (`end`) of an
+/// instrumentation-safe region: one 32-bit PC-relative word in `.discard.instr_begin` /
+/// `.discard.instr_end`, as on x86-64 (objtool reads the same format on arm64 builds).
+#[cfg(not(feature = "objtool-annotate"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_instr_record {
+    (begin, $label:literal) => {
+        ::core::concat!(
+            ".pushsection .discard.instr_begin\n.long ",
+            $label,
+            "b - .\n.popsection\n"
+        )
+    };
+    (end, $label:literal) => {
+        ::core::concat!(
+            ".pushsection .discard.instr_end\n.long ",
+            $label,
+            "b - .\n.popsection\n"
+        )
+    };
+}
+
+/// The Linux 6.14+ form of the record (`.discard.annotate_insn`: the PC-relative word, then the
+/// annotation type, 3 = begin, 4 = end).
+#[cfg(feature = "objtool-annotate")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_instr_record {
+    (begin, $label:literal) => {
+        ::core::concat!(
+            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
+            $label,
+            "b - .\n.long 3\n.popsection\n"
+        )
+    };
+    (end, $label:literal) => {
+        ::core::concat!(
+            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
+            $label,
+            "b - .\n.long 4\n.popsection\n"
+        )
+    };
+}
+
+/// A complete marker: a `nop` that carries label `$label`, and its record (one instruction of
+/// its own, so that an end marker cannot escape a conditional block; see x86-64's piece).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_instr_insn {
+    ($kind:ident, $label:literal) => {
+        ::core::concat!(
+            $label,
+            ": nop\n",
+            $crate::__irqstack_rt_instr_record!($kind, $label)
+        )
+    };
+}
+
+/// The markers around the body call on the in-place path of a generated wrapper: nothing in
+/// user space (no objtool validates a user-space binary; see x86-64's piece).
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_in_place_marker {
+    ($kind:ident, $label:literal) => {
+        ()
+    };
+}
+
+/// `no_std` builds: a `nop` with its record, as around the trampoline's `bl`.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_in_place_marker {
+    ($kind:ident, $label:literal) => {
+        // SAFETY: a `nop` plus a record in a `.discard.*` section: no registers, memory, stack
+        // or flags change.
+        unsafe {
+            ::core::arch::asm!(
+                $crate::__irqstack_rt_instr_insn!($kind, $label),
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+    };
+}
+
+/// The function return of hand-written code: `ret` (branch to x30).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_ret {
+    () => {
+        "ret\n"
+    };
+}
+
+/// Section of every trampoline (see x86-64's piece: the kernel's `.noinstr.text`; in user
+/// space just another code section).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_section {
+    () => {
+        ".noinstr.text"
+    };
+}
+
+/// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
+/// the unwinder of panics and backtraces reads.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ""
+    };
+}
+
+/// CFI after the switch: nothing on AArch64. The frame record's CFA (x29 + 16) stays in force
+/// across the switch, which is what `Backtrace` and panics need. gdb, though, stops at the switch
+/// ("previous frame inner to this frame") when the IRQ stack lies above the interrupted stack,
+/// as it does under qemu-user, which maps later mappings above the main stack; x86-64's
+/// CFI-only switch frames (`switch_frames.rs`) are not ported yet.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_cfi {
+    () => {
+        ""
+    };
+}
+
+/// A shim of a generated handler, written by the proc macro without an ABI: this gives it the
+/// one its trampoline calls with, `extern "C-unwind"` (AAPCS64, unwinding allowed).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_shim {
+    ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        $(#[$($attr)*])* extern "C-unwind" fn $($rest)*
+    };
+}
+
+/// The body of a stack-switching trampoline (AArch64, for `naked_asm!`).
+///
+/// As on x86-64, the trampoline has the body's signature plus one last pointer argument, the top
+/// slot `tos` of the claimed IRQ stack, so every other argument already sits where the body
+/// expects it. `tos = N` names its position among the integer argument registers (`x0`..`x5`);
+/// `tos = stack` is the seventh integer argument, which x86-64 passes on the stack but AAPCS64
+/// still in `x6`.
+///
+/// ```text
+/// stp x29, x30, [sp, #-16]!   frame record on the interrupted stack: frame-pointer unwinders
+///                             walk through it, and x30 (the return address) is kept over the bl
+/// mov x29, sp                 from here the CFA is x29 + 16, whatever sp does
+/// mov x16, sp                 sp cannot be stored directly: copy it to x16 (IP0, a scratch
+///                             register that carries no argument)
+/// str x16, [tos]              save the interrupted sp in the top slot (`interrupted_sp()` and
+///                             unwinders follow it)
+/// mov sp, tos                 switch; tos is 16-byte aligned, as AAPCS64 requires of sp
+/// B: bl body                  direct call; B carries the instrumentation-begin record
+/// E: mov sp, x29              back: x29 is callee-saved, so it still points at the frame
+///                             record on the interrupted stack; E carries the end record
+/// ldp x29, x30, [sp], #16     pop the frame record
+/// ret
+/// ```
+///
+/// The body may use the memory at and above its entry sp, so the top slot at `[tos]` stays
+/// intact: AAPCS64 callees only write below sp, and `bl` pushes nothing.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline {
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
+        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
+    };
+    // The seventh integer argument: x6 on AArch64.
+    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x6", $b, $e, $nr)
+    };
+    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x0", $b, $e, $nr)
+    };
+    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x1", $b, $e, $nr)
+    };
+    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x2", $b, $e, $nr)
+    };
+    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x3", $b, $e, $nr)
+    };
+    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x4", $b, $e, $nr)
+    };
+    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "x5", $b, $e, $nr)
+    };
+    // The way back: sp from x29 (the frame record on the interrupted stack), pop the record,
+    // return. The CFA moves back to sp, then to sp + 0 with both registers restored.
+    (@tail false) => {
+        ::core::concat!(
+            "mov sp, x29\n",
+            ".cfi_def_cfa_register sp\n",
+            "ldp x29, x30, [sp], #16\n",
+            ".cfi_def_cfa_offset 0\n.cfi_restore x29\n.cfi_restore x30\n",
+            $crate::__irqstack_rt_ret!(),
+        )
+    };
+    // A body of type `!` never returns: a trap after the call instead of the way back.
+    (@tail true) => {
+        "brk #0x1\n"
+    };
+    (@body $reg:literal, $b:literal, $e:literal, $nr:tt) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_cfi_sections!(),
+            ".cfi_startproc\n",
+            // Push the frame record (x29, x30) on the interrupted stack: CFA = sp + 16, x29 at
+            // CFA - 16, x30 at CFA - 8.
+            "stp x29, x30, [sp, #-16]!\n",
+            ".cfi_def_cfa_offset 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
+            // x29 = the frame record; the CFA is x29 + 16 from here, across the switch.
+            "mov x29, sp\n",
+            ".cfi_def_cfa_register x29\n",
+            // x16 = the interrupted sp (sp cannot be the source of a store).
+            "mov x16, sp\n",
+            // Save it in the IRQ stack's top slot.
+            "str x16, [",
+            $reg,
+            "]\n",
+            // Switch to the IRQ stack: sp = tos (16-byte aligned).
+            "mov sp, ",
+            $reg,
+            "\n",
+            $crate::__irqstack_rt_switch_cfi!(),
+            // Label B (instrumentation begins) on the direct call of the body.
+            $b,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "bl {body}\n",
+            // Label E (instrumentation ends) on the first instruction after the call.
+            $e,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_trampoline!(@tail $nr),
+            ".cfi_endproc\n",
+        )
+    };
+}
+
+/// Defines one trampoline of a handler: `unsafe extern "C-unwind" fn $name(params..., tos)`
+/// whose code is [`__irqstack_rt_trampoline!`], calling `$body` (a naked function in
+/// `.noinstr.text`; `$symbol` and `$shim_symbol` are for x86-64's `call-padding`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_def {
+    (
+        name = $name:ident,
+        generics = [$($generics:tt)*],
+        params = [$($param:ty),*],
+        output = [$($output:tt)*],
+        where = [$($where:tt)*],
+        tos = $tos:tt,
+        begin = $begin:literal,
+        end = $end:literal,
+        body = $body:ident,
+        shim = [$($shim:tt)*],
+        symbol = $symbol:literal,
+        shim_symbol = $shim_symbol:literal,
+        noreturn = $noreturn:tt $(,)?
+    ) => {
+        $crate::__irqstack_rt_shim! { $($shim)* }
+        #[unsafe(naked)]
+        #[unsafe(link_section = ".noinstr.text")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe extern "C-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
+            ::core::arch::naked_asm!(
+                $crate::__irqstack_rt_trampoline!(
+                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                ),
+                body = sym $body,
+            )
+        }
+    };
+}
+
+/// Defines one trampoline of a handler and the shim it calls: always the out-of-line trampoline
+/// (the inline switch is x86-64's `inline-switch`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (inline = $inline:tt $(-> $ret:ident)?, $($def:tt)*) => {
+        $crate::__irqstack_rt_trampoline_def! { $($def)* }
+    };
+}
+
+/// What `set_backend!` defines besides the hooks: nothing on AArch64.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_backend_extras {
+    () => {};
+}
+
+/// `#[idtentry]` builds x86-64 IDT entry stubs: a clear error elsewhere.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_idt_stub {
+    ($($t:tt)*) => {
+        ::core::compile_error!(
+            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
+        )
+    };
+}
+
+/// See `__irqstack_rt_idt_stub`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_idt_vectors {
+    ($($t:tt)*) => {
+        ::core::compile_error!(
+            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
+        )
+    };
+}
