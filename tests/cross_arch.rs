@@ -41,10 +41,15 @@ fn tools_present() -> bool {
 /// `cargo <args> --target aarch64-unknown-linux-gnu` from the repository root, in a target
 /// directory of its own (the host build's artifacts stay untouched).
 fn cargo_aarch64(args: &[&str]) -> Output {
+    cargo_aarch64_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// As [`cargo_aarch64`], from directory `dir` (a fixture).
+fn cargo_aarch64_in(dir: &Path, args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     Command::new(cargo)
-        .current_dir(root)
+        .current_dir(dir)
         .args(args)
         .args(["--target", TARGET])
         .arg("--target-dir")
@@ -120,6 +125,26 @@ fn x86_only_features_are_refused_on_aarch64() {
     assert!(!out.status.success(), "call-padding built on aarch64");
     assert!(
         stderr.contains("feature `call-padding` is supported on target_arch = \"x86_64\" only"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn idtentry_is_refused_on_aarch64_with_a_spanned_error() {
+    if !tools_present() {
+        return;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aarch64_idtentry");
+    let out = cargo_aarch64_in(&fixture, &["check", "--quiet", "--offline"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "#[idtentry] built on aarch64");
+    // The first error is irqstack's own, at the attribute.
+    let first = stderr.find("error").map(|i| &stderr[i..]).unwrap_or("");
+    assert!(
+        first.starts_with(
+            "error: #[idtentry] builds x86-64 interrupt entry stubs: supported on \
+             target_arch = \"x86_64\" only"
+        ) && first.contains("src/lib.rs:3:1"),
         "{stderr}"
     );
 }
