@@ -5,8 +5,9 @@
 //! the program: it breaks inside a handler called from a spawned thread, prints the backtrace and,
 //! with gdb's Python API, the stack pointer of every frame.
 
-#[path = "support/skip.rs"]
-mod skip;
+mod support;
+
+use support::{skip, thread_stack};
 
 use std::process::Command;
 
@@ -125,21 +126,6 @@ fn std_backtrace_crosses() -> bool {
         eprintln!("STD-BACKTRACE {bt}");
     }
     ok
-}
-
-/// The calling thread's stack, `[low, high)`.
-fn thread_stack() -> std::ops::Range<usize> {
-    // SAFETY: `attr` is initialized by pthread_getattr_np before it is read and destroyed once;
-    // the out-parameters are valid locals.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
-        let mut addr = std::ptr::null_mut();
-        let mut size = 0;
-        assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
-        libc::pthread_attr_destroy(&mut attr);
-        addr as usize..addr as usize + size
-    }
 }
 
 /// Runs `target_thread(layout)` on a pthread whose stack this function maps where the layout

@@ -32,7 +32,7 @@ const STEP_CAP: usize = 1_000_000;
 const EVERY: usize = usize::MAX - 1;
 /// `TARGET` value: never call it (the dry run that counts the steps).
 const NEVER: usize = usize::MAX;
-const TF: i64 = 0x100;
+use support::TF;
 
 static STEP: AtomicUsize = AtomicUsize::new(0);
 static TARGET: AtomicUsize = AtomicUsize::new(NEVER);
@@ -123,18 +123,6 @@ extern "C" fn trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut lib
     }
 }
 
-/// Runs `f` with the trap flag set: a `SIGTRAP` after every instruction until TF is cleared.
-#[inline(never)]
-fn single_step<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: sets TF in EFLAGS through the stack (the asm may use the stack: no `nostack`);
-    // nothing else changes. The trap handler is installed before this is called.
-    unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq") };
-    let r = f();
-    // SAFETY: clears TF again.
-    unsafe { core::arch::asm!("pushfq", "and qword ptr [rsp], -0x101", "popfq") };
-    r
-}
-
 /// The thread's first handler call.
 #[on_irqstack]
 fn first_use(x: u64) -> (u64, usize) {
@@ -189,7 +177,7 @@ fn run(entry: Entry, target: usize) -> usize {
         }
         STEP.store(0, SeqCst);
         TARGET.store(target, SeqCst);
-        let ok = single_step(|| match entry {
+        let ok = support::single_step(|| match entry {
             Entry::Prepare => irqstack::prepare_irq_stack().is_ok_and(|r| r.end - r.start == SIZE),
             Entry::FirstUse => {
                 let (v, sp) = first_use(std::hint::black_box(41));

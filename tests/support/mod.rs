@@ -204,3 +204,22 @@ pub fn panics_caught_through_every_form() -> usize {
     assert!(!irqstack::irqstack_active());
     results.iter().filter(|&&c| c).count()
 }
+
+/// The x86-64 trap flag in EFLAGS: with it set, the CPU raises a debug exception (`SIGTRAP`)
+/// after every instruction.
+#[cfg(target_arch = "x86_64")]
+pub const TF: i64 = 0x100;
+
+/// Runs `f` with the trap flag set: a `SIGTRAP` after every instruction until TF is cleared
+/// (the caller's `SIGTRAP` handler clears it in the saved context to stop early).
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+pub fn single_step<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sets TF in EFLAGS through the stack (the asm may use the stack: no `nostack`);
+    // nothing else changes. The trap handler is installed before this is called.
+    unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq") };
+    let r = f();
+    // SAFETY: clears TF again.
+    unsafe { core::arch::asm!("pushfq", "and qword ptr [rsp], -0x101", "popfq") };
+    r
+}

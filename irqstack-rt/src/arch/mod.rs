@@ -4,6 +4,8 @@
 //! that follows an architecture's calling convention or its interrupt frame, lives in one module
 //! per architecture:
 //!
+//! - `markers` (shared): the instrumentation markers, their records and the trampolines'
+//!   section, which read the same on every architecture;
 //! - `pieces`: the `macro_rules!` template pieces that generated code is built from (the
 //!   trampoline, marker records, return sequences, sections), as string literals for
 //!   `naked_asm!`/`global_asm!`;
@@ -13,6 +15,8 @@
 //! x86-64 has everything; AArch64 has the user-space pieces (no `entry`: `#[idtentry]` and
 //! `PtRegs` are x86-64 only). The crate refuses to build elsewhere with a message that names the
 //! supported architectures.
+
+mod markers;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -3,109 +3,12 @@
 //!
 //! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
 
-/// Record that marks label `$label` as the start (`begin`) or end (`end`) of an
-/// instrumentation-safe region: one 32-bit PC-relative word in `.discard.instr_begin` /
-/// `.discard.instr_end`, as on x86-64 (objtool reads the same format on arm64 builds).
-#[cfg(not(feature = "objtool-annotate"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_instr_record {
-    (begin, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.instr_begin\n.long ",
-            $label,
-            "b - .\n.popsection\n"
-        )
-    };
-    (end, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.instr_end\n.long ",
-            $label,
-            "b - .\n.popsection\n"
-        )
-    };
-}
-
-/// The Linux 6.14+ form of the record (`.discard.annotate_insn`: the PC-relative word, then the
-/// annotation type, 3 = begin, 4 = end).
-#[cfg(feature = "objtool-annotate")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_instr_record {
-    (begin, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
-            $label,
-            "b - .\n.long 3\n.popsection\n"
-        )
-    };
-    (end, $label:literal) => {
-        ::core::concat!(
-            ".pushsection .discard.annotate_insn,\"M\",@progbits,8\n.long ",
-            $label,
-            "b - .\n.long 4\n.popsection\n"
-        )
-    };
-}
-
-/// A complete marker: a `nop` that carries label `$label`, and its record (one instruction of
-/// its own, so that an end marker cannot escape a conditional block; see x86-64's piece).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_instr_insn {
-    ($kind:ident, $label:literal) => {
-        ::core::concat!(
-            $label,
-            ": nop\n",
-            $crate::__irqstack_rt_instr_record!($kind, $label)
-        )
-    };
-}
-
-/// The markers around the body call on the in-place path of a generated wrapper: nothing in
-/// user space (no objtool validates a user-space binary; see x86-64's piece).
-#[cfg(feature = "std")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_in_place_marker {
-    ($kind:ident, $label:literal) => {
-        ()
-    };
-}
-
-/// `no_std` builds: a `nop` with its record, as around the trampoline's `bl`.
-#[cfg(not(feature = "std"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_in_place_marker {
-    ($kind:ident, $label:literal) => {
-        // SAFETY: a `nop` plus a record in a `.discard.*` section: no registers, memory, stack
-        // or flags change.
-        unsafe {
-            ::core::arch::asm!(
-                $crate::__irqstack_rt_instr_insn!($kind, $label),
-                options(nomem, nostack, preserves_flags)
-            )
-        }
-    };
-}
-
 /// The function return of hand-written code: `ret` (branch to x30).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_ret {
     () => {
         "ret\n"
-    };
-}
-
-/// Section of every trampoline (see x86-64's piece: the kernel's `.noinstr.text`; in user
-/// space just another code section).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_section {
-    () => {
-        ".noinstr.text"
     };
 }
 
