@@ -81,6 +81,12 @@ macro_rules! __irqstack_rt_shim {
 /// The body may use the memory at and above its entry sp, so the top slot at `0(tos)` stays
 /// intact: psABI callees only write below sp (there is no red zone and no home area), and
 /// `call` pushes nothing.
+///
+/// The CFI is what lets unwinders cross the switch: without the `.cfi_*` lines (tried once,
+/// under qemu-user) the unwinder takes the trampoline's frame for one whose CFA is the current
+/// sp and whose return address is still in ra, which points back into the trampoline, and
+/// loops there for ever: `backtrace_from_the_body_reaches_the_caller` and both panic tests of
+/// tests/switch.rs never finish, and tests/cross_arch.rs fails at its run timeout.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
