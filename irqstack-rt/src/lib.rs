@@ -15,8 +15,9 @@
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
     "irqstack supports target_arch = \"x86_64\" (everything) and \"aarch64\" (user space, \
-     aarch64-unknown-linux-gnu) only: its trampolines are per-architecture assembly (ports to \
-     other architectures follow the kernel's per-arch `call_on_irq_stack`)"
+     aarch64-unknown-linux-gnu, and bare-metal kernels, aarch64-unknown-none) only: its \
+     trampolines are per-architecture assembly (ports to other architectures follow the \
+     kernel's per-arch `call_on_irq_stack`)"
 );
 
 #[cfg(feature = "std")]

@@ -1,7 +1,8 @@
 //! Assembly template pieces for AArch64 (GNU syntax), under the same names as x86-64's (see
 //! `arch/x86_64/pieces.rs` for how pieces reach generated code and why labels are numeric).
 //!
-//! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
+//! User space and bare-metal kernels (with [`tpidr_percpu_backend!`](crate::tpidr_percpu_backend)):
+//! no call padding, no inline switch, no `#[idtentry]` stubs.
 
 /// The function return of hand-written code: `ret` (branch to x30).
 #[doc(hidden)]
@@ -13,12 +14,30 @@ macro_rules! __irqstack_rt_ret {
 }
 
 /// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
-/// the unwinder of panics and backtraces reads.
+/// the unwinder of panics and backtraces reads, in every build that can unwind (`std`, or
+/// `panic = "unwind"`).
+#[cfg(any(feature = "std", not(panic = "abort")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_cfi_sections {
     () => {
         ""
+    };
+}
+
+/// Where the unwind information of hand-written functions goes: `.debug_frame` in bare-metal
+/// builds (`no_std` with `panic = "abort"`, e.g. an `aarch64-unknown-none` kernel). Nothing
+/// unwinds there at run time, so an `.eh_frame` would only be an allocated section that every
+/// kernel's linker script has to place or discard (and the trampoline's FDE the only one in it,
+/// as rustc emits no unwind tables for such a build). `.debug_frame` is not loaded, is what the
+/// compiler emits itself when debug info is on and unwind tables are off, and is what gdb reads
+/// to walk across the switch (x86-64's `kernel-abi` makes the same choice).
+#[cfg(all(not(feature = "std"), panic = "abort"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ".cfi_sections .debug_frame\n"
     };
 }
 
