@@ -1,0 +1,511 @@
+//! Does it work in an arm64 kernel? Builds `examples/aarch64_kernel` (a bare-metal SMP arm64
+//! kernel) for `aarch64-unknown-none`, boots it under `qemu-system-aarch64 -M virt -cpu
+//! cortex-a72 -smp 2 -semihosting` and asserts its report: every check the kernel prints (timer
+//! ticks on each CPU's own IRQ stack through `tpidr_percpu_backend!`, the top slot holding the
+//! interrupted sp, ticks nested in place during the softirq), the per-CPU table, the frame-record
+//! walk resolved against the ELF's symbol table, and the semihosting exit status (33 pass, 35
+//! failure). Two negative boots must fail: an in-use flag cleared early (a nested tick switches
+//! to the top of a stack in use) and two CPUs sharing one per-CPU offset.
+//!
+//! Needs `qemu-system-aarch64` and the `aarch64-unknown-none` target: without them each test
+//! prints the shared "skipped" line and passes, unless `CI=true`, `IRQSTACK_REQUIRE_TOOLS=1` or
+//! `IRQSTACK_REQUIRE_QEMU=1`, where it fails.
+//!
+//! `cargo test -p irqstack-tests --test aarch64_kernel -- --nocapture` shows the kernel's report
+//! and the boot times.
+
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "aarch64-unknown-none";
+const PASS_STATUS: i32 = 33;
+const FAIL_STATUS: i32 = 35;
+/// A boot takes about half a second here; the kernel gives up by itself after 10 s of ticks.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+const CPUS: usize = 2;
+
+static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn repo() -> PathBuf {
+    // This package lives in `irqstack-tests/`; the kernel at the root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
+/// when tools are required: CI, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`).
+fn tools_present() -> bool {
+    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+    if !skip::command_runs("qemu-system-aarch64", &["--version"]) {
+        skip::skip(
+            "qemu-system-aarch64",
+            "apt-get install qemu-system-arm",
+            also,
+        );
+        return false;
+    }
+    if !skip::target_installed(TARGET) {
+        skip::skip(
+            "the aarch64-unknown-none target",
+            "rustup target add aarch64-unknown-none",
+            also,
+        );
+        return false;
+    }
+    true
+}
+
+/// The kernel's Rust flags: static addresses (linked at 0x4020_0000, run with the MMU off),
+/// frame records in every function (the walk), no unwind tables, `panic = "abort"`.
+const RUSTFLAGS: &[&str] = &[
+    "-Crelocation-model=static",
+    "-Cforce-frame-pointers=yes",
+    "-Cforce-unwind-tables=no",
+    "-Cpanic=abort",
+];
+
+/// Builds the kernel (once per test binary) and returns the ELF's path.
+fn build() -> PathBuf {
+    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = &*built {
+        return p.clone();
+    }
+    let target_dir = repo().join("target/aarch64-kernel");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let start = Instant::now();
+    let out = Command::new(cargo)
+        .current_dir(repo().join("examples/aarch64_kernel"))
+        .args(["build", "--quiet", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS.join("\x1f"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("running cargo for examples/aarch64_kernel");
+    assert!(
+        out.status.success(),
+        "building the arm64 kernel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "arm64 kernel built in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    let elf = target_dir
+        .join(TARGET)
+        .join("release/irqstack-aarch64-kernel");
+    *built = Some(elf.clone());
+    elf
+}
+
+struct Boot {
+    status: Option<i32>,
+    log: String,
+    elapsed: Duration,
+}
+
+/// Boots `kernel` with `-smp CPUS` and `append`; returns the serial log and the exit status
+/// (`None` if it had to be killed at the timeout).
+fn boot(kernel: &Path, append: &str) -> Boot {
+    let start = Instant::now();
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args(["-nographic", "-semihosting", "-kernel"])
+        .arg(kernel);
+    if !append.is_empty() {
+        cmd.args(["-append", append]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting qemu-system-aarch64");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if start.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let log = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
+    eprintln!(
+        "arm64 kernel, -append {append:?}: status {status:?} in {:.3} s",
+        elapsed.as_secs_f64()
+    );
+    Boot {
+        status,
+        log: format!("{log}{err}"),
+        elapsed,
+    }
+}
+
+/// Code symbols of the ELF, sorted by address: (start, end, name).
+fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let data = std::fs::read(elf).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut syms: Vec<(u64, u64, String)> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter_map(|s| {
+            Some((
+                s.address(),
+                s.address() + s.size(),
+                s.name().ok()?.to_owned(),
+            ))
+        })
+        .collect();
+    syms.sort();
+    syms
+}
+
+/// The function an address from the walk lies in (`addr - 1`: a return address follows its
+/// call; the entry's record holds the interrupted pc, which follows the `wfi`).
+fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
+    let a = addr - 1;
+    syms.iter()
+        .rev()
+        .find(|(lo, hi, _)| *lo <= a && a < *hi)
+        .map(|(_, _, n)| n.clone())
+        .unwrap_or_else(|| format!("?{addr:#x}"))
+}
+
+/// The figures of a `check NAME: ok [a, b] ...` line.
+fn figures(line: &str) -> Vec<u64> {
+    let Some(open) = line.find('[') else {
+        return Vec::new();
+    };
+    let close = line[open..].find(']').unwrap() + open;
+    line[open + 1..close]
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect()
+}
+
+/// The checks the kernel prints, in order; every one is asserted.
+const EXPECTED_CHECKS: &[&str] = &[
+    "el",
+    "gic",
+    "psci",
+    "cpus",
+    "tpidr",
+    "ticks",
+    "irq-stacks",
+    "hardirq-switched",
+    "hardirq-nested",
+    "softirq",
+    "irq-stack-depth",
+    "backtrace",
+];
+
+#[test]
+fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build();
+    let b = boot(&kernel, "");
+    let log = &b.log;
+    let ctx = || format!("status {:?}, log:\n{log}", b.status);
+    eprintln!("{log}");
+    assert_eq!(
+        b.status,
+        Some(PASS_STATUS),
+        "not the pass status: {}",
+        ctx()
+    );
+    assert!(!log.contains("FAIL"), "{}", ctx());
+    assert!(log.lines().any(|l| l == "PASS"), "{}", ctx());
+    assert!(
+        b.elapsed < Duration::from_secs(10),
+        "boot took {:?}",
+        b.elapsed
+    );
+
+    // Every check, in order, each "ok", and nothing else.
+    let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check ")).collect();
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|l| l["check ".len()..].split(':').next().unwrap())
+        .collect();
+    assert_eq!(names, EXPECTED_CHECKS, "{}", ctx());
+    for l in &checks {
+        assert!(l.contains(": ok"), "{l}\n{}", ctx());
+    }
+    let check = |name: &str| -> &str {
+        checks
+            .iter()
+            .find(|l| l.starts_with(&format!("check {name}:")))
+            .unwrap()
+    };
+    assert!(check("el").contains("ok EL1"), "{}", ctx());
+    assert!(check("gic").contains("ok v2"), "{}", ctx());
+    // QEMU virt without EL2/EL3 emulated: PSCI through hvc, as its DTB says.
+    assert!(check("psci").contains("ok conduit Hvc"), "{}", ctx());
+    assert!(
+        check("cpus").contains(&format!("ok {CPUS} online")),
+        "{}",
+        ctx()
+    );
+    let per_cpu = |name: &str| {
+        let f = figures(check(name));
+        assert_eq!(f.len(), CPUS, "{name}: {f:?}\n{}", ctx());
+        f
+    };
+    let offsets = per_cpu("tpidr");
+    assert_ne!(offsets[0], offsets[1], "{}", ctx());
+    let stacks = per_cpu("irq-stacks");
+    assert!(
+        stacks[0].abs_diff(stacks[1]) >= 16 * 1024,
+        "IRQ stacks {stacks:#x?} overlap\n{}",
+        ctx()
+    );
+    assert!(per_cpu("ticks").iter().all(|&t| t >= 200), "{}", ctx());
+    for name in ["hardirq-switched", "hardirq-nested", "softirq"] {
+        assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
+    }
+    // The interrupted sp in the top slot lies just below the entry frame on the task stack:
+    // the wrapper's frame and the trampoline's frame record between them.
+    let switched = check("hardirq-switched");
+    let links = figures(&switched[switched.find("on the task stack,").unwrap()..]);
+    assert!(
+        links.len() == CPUS && links.iter().all(|&d| d > 0 && d < 512),
+        "entry frame - interrupted sp: {links:?}\n{}",
+        ctx()
+    );
+    let depth = per_cpu("irq-stack-depth");
+    assert!(
+        depth.iter().all(|&d| d > 816 && d < 12 * 1024),
+        "deepest IRQ stack use {depth:?}: a nested entry frame alone is 816 bytes\n{}",
+        ctx()
+    );
+
+    // The table: one row per CPU, figures equal to the check lines'.
+    let rows: Vec<Vec<&str>> = log
+        .lines()
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" | "))
+        .map(|l| l.split(" | ").collect())
+        .collect();
+    assert_eq!(rows.len(), CPUS, "{}", ctx());
+    let num = |s: &str| s.trim().parse::<u64>().unwrap();
+    for (cpu, r) in rows.iter().enumerate() {
+        assert_eq!(num(r[0]), cpu as u64);
+        assert_eq!(num(r[1]), per_cpu("ticks")[cpu]);
+        assert_eq!(num(r[2]), per_cpu("hardirq-switched")[cpu]);
+        assert_eq!(num(r[3]), per_cpu("hardirq-nested")[cpu]);
+        assert_eq!(num(r[4]), per_cpu("softirq")[cpu]);
+        // Every tick either switched or nested in place.
+        assert_eq!(num(r[1]), num(r[2]) + num(r[3]), "CPU {cpu}\n{}", ctx());
+        assert_eq!(num(r[7]), depth[cpu]);
+        eprintln!(
+            "CPU {cpu}: {} ticks, {} switched, {} nested in place, {} softirq runs, deepest IRQ \
+             stack use {} bytes",
+            num(r[1]),
+            num(r[2]),
+            num(r[3]),
+            num(r[4]),
+            depth[cpu]
+        );
+    }
+
+    // The frame-record walk of each CPU, from inside the handler: the handler's body and the
+    // trampoline on the IRQ stack; then, across the switch, the entry's Rust side, the vector
+    // stub's record (holding the interrupted pc), the interrupted idle loop and the CPU's boot
+    // path down to the end of the chain.
+    let syms = symbols(&kernel);
+    let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
+    assert_eq!(bts.len(), CPUS, "{}", ctx());
+    for l in bts {
+        let cpu: usize = l["bt cpu ".len()..]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (irq, task) = l.split_once(':').unwrap().1.split_once('|').unwrap();
+        let names = |s: &str| -> Vec<String> {
+            s.split_whitespace()
+                .map(|a| {
+                    resolve(
+                        &syms,
+                        u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let (irq, task) = (names(irq), names(task));
+        eprintln!("CPU {cpu}'s walk: IRQ stack {irq:?}\n    | task stack {task:?}");
+        let want_irq: [&dyn Fn(&str) -> bool; 2] = [
+            &|n| n.contains("handle_irq") && n.contains("__irqstack_body"),
+            &|n| n.contains("handle_irq") && n.contains("__irqstack_trampoline"),
+        ];
+        let boot_fn = if cpu == 0 {
+            "boot_cpu"
+        } else {
+            "secondary_cpu"
+        };
+        let want_task: [&dyn Fn(&str) -> bool; 7] = [
+            &|n| n == "irq_entry_rust",
+            &|n| n == "irq_entry",
+            &|n| n.contains("idle_loop"),
+            &|n| n.contains("cpu_main"),
+            &|n| n.contains(boot_fn),
+            &|n| n == "kernel_entry",
+            // `_start` branches into the shared start code, which carries this symbol.
+            &|n| n == "secondary_entry",
+        ];
+        assert_eq!(irq.len(), want_irq.len(), "CPU {cpu}: {irq:#?}\n{}", ctx());
+        assert_eq!(
+            task.len(),
+            want_task.len(),
+            "CPU {cpu}: {task:#?}\n{}",
+            ctx()
+        );
+        for (n, w) in irq.iter().zip(want_irq) {
+            assert!(w(n), "CPU {cpu}'s walk on the IRQ stack: {irq:#?}");
+        }
+        for (n, w) in task.iter().zip(want_task) {
+            assert!(w(n), "CPU {cpu}'s walk on the task stack: {task:#?}");
+        }
+    }
+}
+
+/// The unwind information of the trampolines in a `no_std`, `panic = "abort"` build: in
+/// `.debug_frame` (kept for debuggers, not loaded), none in `.eh_frame` (the kernel's linker
+/// script discards what the precompiled `core` brings; the kernel's own code has unwind tables
+/// off). The trampoline's FDE says what the switch does: CFA = x29 + 16 across it.
+#[test]
+fn arm64_kernel_trampoline_cfi_is_in_debug_frame() {
+    use object::{Object, ObjectSection};
+    if !tools_present() {
+        return;
+    }
+    let kernel = build();
+    let data = std::fs::read(&kernel).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    assert!(
+        file.section_by_name(".eh_frame").is_none(),
+        "the kernel has an .eh_frame"
+    );
+    let frame = file
+        .section_by_name(".debug_frame")
+        .expect("no .debug_frame in the kernel")
+        .data()
+        .unwrap()
+        .to_vec();
+    let trampoline = symbols(&kernel)
+        .into_iter()
+        .find(|(_, _, n)| n.contains("handle_irq") && n.contains("__irqstack_trampoline"))
+        .expect("no trampoline symbol");
+    // 32-bit DWARF .debug_frame entries: length, CIE id (0xffff_ffff for a CIE, else the
+    // FDE's CIE offset), then for an FDE initial_location and address_range (8 bytes each),
+    // then the instructions.
+    let u32_at = |o: usize| u32::from_le_bytes(frame[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(frame[o..o + 8].try_into().unwrap());
+    let mut off = 0;
+    let mut found = None;
+    while off + 8 <= frame.len() {
+        let len = u32_at(off) as usize;
+        let id = u32_at(off + 4);
+        if id != 0xffff_ffff && u64_at(off + 8) == trampoline.0 {
+            found = Some((u64_at(off + 16), frame[off + 24..off + 4 + len].to_vec()));
+        }
+        off += 4 + len;
+    }
+    let (range, insns) = found.unwrap_or_else(|| {
+        panic!(
+            "no .debug_frame FDE starts at the trampoline {:#x}",
+            trampoline.0
+        )
+    });
+    assert_eq!(range, trampoline.1 - trampoline.0, "FDE range");
+    // DW_CFA_def_cfa_register x29 (0x0d 0x1d): the CFA follows the frame record, not sp.
+    assert!(
+        insns.windows(2).any(|w| w == [0x0d, 0x1d]),
+        "the trampoline's FDE does not move the CFA to x29: {insns:02x?}"
+    );
+}
+
+/// A negative boot: `fault=inuse` clears the in-use flag before the softirq unmasks IRQs (an
+/// early release), so the nested tick claims the IRQ stack again and switches to its top, over
+/// the frames of the handler it interrupted. The kernel's nesting check catches it.
+#[test]
+fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build();
+    let b = boot(&kernel, "fault=inuse");
+    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
+    assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
+    assert!(
+        b.log
+            .contains("it switched to the top of an IRQ stack in use"),
+        "{}",
+        ctx()
+    );
+}
+
+/// A negative boot: `fault=shared` gives CPU 1 CPU 0's per-CPU offset, so its ticks claim CPU
+/// 0's IRQ stack (or find it in use and run in place on the task stack). The per-tick check of
+/// the stack's owner catches it.
+#[test]
+fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build();
+    let b = boot(&kernel, "fault=shared");
+    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
+    assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
+    assert!(
+        b.log.contains("FAIL: CPU 1: handler runs with sp")
+            && b.log.contains("outside its IRQ stack"),
+        "{}",
+        ctx()
+    );
+}
+
+/// Bad input: an unknown command line word is reported and fails the run (no panic, no hang).
+#[test]
+fn arm64_kernel_rejects_an_unknown_command_line_word() {
+    if !tools_present() {
+        return;
+    }
+    let kernel = build();
+    let b = boot(&kernel, "fault=nonsense");
+    assert_eq!(b.status, Some(FAIL_STATUS), "{}", b.log);
+    assert!(
+        b.log
+            .contains("FAIL: unknown command line word \"fault=nonsense\""),
+        "{}",
+        b.log
+    );
+}
