@@ -509,3 +509,127 @@ fn arm64_kernel_rejects_an_unknown_command_line_word() {
         b.log
     );
 }
+
+/// Builds `tests/fixtures/aarch64_tpidr` for `aarch64-unknown-none` with `features` and returns
+/// cargo's output and the generated assembly (empty if the build failed).
+fn fixture_asm(features: &str) -> (std::process::Output, String) {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo().join("tests/fixtures/aarch64_tpidr");
+    let target_dir = repo().join("target/aarch64-tpidr-fixture");
+    let name = if features.is_empty() { "el1" } else { features };
+    let asm = target_dir.join(format!("{name}.s"));
+    let _ = std::fs::remove_file(&asm);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&dir)
+            .args(args)
+            .args(["--quiet", "--release", "--target", TARGET])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET");
+        if !features.is_empty() && args[0] == "rustc" {
+            cmd.args(["--features", features]);
+        }
+        cmd
+    };
+    // Cargo would find the crate fresh and emit nothing: remove its artifacts first.
+    let clean = run(&["clean", "-p", "irqstack-fixture-aarch64-tpidr"])
+        .output()
+        .expect("running cargo clean");
+    assert!(clean.status.success(), "{clean:?}");
+    let out = run(&["rustc"])
+        .arg("--")
+        .arg(format!("--emit=asm={}", asm.display()))
+        .output()
+        .expect("running cargo rustc for the fixture");
+    let text = std::fs::read_to_string(&asm).unwrap_or_default();
+    (out, text)
+}
+
+/// The instructions of function `name` in assembler output (no labels, directives, comments).
+fn function_insns(asm: &str, name: &str) -> Vec<String> {
+    asm.lines()
+        .skip_while(|l| *l != format!("{name}:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with(".Lfunc_end"))
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('.') && !l.starts_with("//") && !l.ends_with(':')
+        })
+        .map(|l| l.to_lowercase())
+        .collect()
+}
+
+/// `tpidr_percpu_backend!` reads the per-CPU offset from the register it is given: `tpidr_el1`
+/// by default, `tpidr_el2` for a VHE kernel; any other name stops the build with the macro's
+/// error. The claim is Linux's `ldr_this_cpu` twice (pointer, flag) and a byte store.
+#[test]
+fn tpidr_backend_reads_the_chosen_offset_register() {
+    if !skip::target_installed(TARGET) {
+        let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+        return skip::skip(
+            "the aarch64-unknown-none target",
+            "rustup target add aarch64-unknown-none",
+            also,
+        );
+    }
+    const CLAIM: &str = "_irqstack_no_backend__call_irqstack_set_backend_claim";
+    for (features, reg, other) in [
+        ("", "tpidr_el1", "tpidr_el2"),
+        ("el2", "tpidr_el2", "tpidr_el1"),
+    ] {
+        let (out, asm) = fixture_asm(features);
+        assert!(
+            out.status.success(),
+            "fixture with {features:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let claim = function_insns(&asm, CLAIM);
+        // One read of the offset register, shared by the pointer's and the flag's accesses.
+        let mrs: Vec<&String> = claim.iter().filter(|i| i.starts_with("mrs")).collect();
+        assert!(
+            mrs.len() == 1 && mrs[0].ends_with(reg),
+            "{features:?}: claim reads {mrs:?}, expected {reg} once:\n{claim:#?}"
+        );
+        let off = mrs[0]["mrs".len()..]
+            .trim()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !asm.to_lowercase().contains(other),
+            "{features:?}: {other} in the output"
+        );
+        // adrp/add/ldr [x, off] of the pointer, adrp/add/ldrb [x, off] of the flag, strb
+        // [x, off]: every access adds the offset in its addressing mode.
+        for op in ["ldr\t", "ldrb\t", "strb\t"] {
+            assert!(
+                claim
+                    .iter()
+                    .any(|i| i.starts_with(op) && i.ends_with(&format!(", {off}]"))),
+                "{features:?}: no {op:?} through the offset register {off}: {claim:#?}"
+            );
+        }
+        assert!(
+            claim.len() <= 14,
+            "claim has {} instructions: {claim:#?}",
+            claim.len()
+        );
+        eprintln!("claim with {reg}: {} instructions: {claim:?}", claim.len());
+    }
+    let (out, _) = fixture_asm("bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "tpidr_percpu_backend!: `offset_register = tpidr_el0`: the per-CPU offset register is \
+             `tpidr_el1` (kernels at EL1) or `tpidr_el2` (VHE kernels at EL2)"
+        ),
+        "{err}"
+    );
+}

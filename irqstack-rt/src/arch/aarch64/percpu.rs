@@ -107,23 +107,39 @@ macro_rules! tpidr_percpu_backend {
             struct TpidrPercpu;
 
             impl TpidrPercpu {
+                /// This CPU's per-CPU offset. `pure`: within one hook (interrupts masked, so
+                /// no migration to another CPU) it does not change, and the compiler may read
+                /// it once for several accesses.
+                #[inline(always)]
+                fn offset() -> usize {
+                    let off: usize;
+                    // SAFETY: reads the per-CPU offset register (EL1 or above); no memory,
+                    // no stack, the flags untouched.
+                    unsafe {
+                        ::core::arch::asm!(
+                            ::core::concat!("mrs {off}, ", $reg),
+                            off = out(reg) off,
+                            options(pure, nomem, nostack, preserves_flags),
+                        )
+                    };
+                    off
+                }
+
                 /// This CPU's copy of `$stack_ptr`.
                 #[inline(always)]
                 fn stack_ptr() -> usize {
                     let v: usize;
                     // SAFETY: `ldr_this_cpu`: adrp/add form the template variable's address
-                    // (PC-relative, 4 GiB reach, any load address), mrs reads this CPU's
-                    // per-CPU offset, ldr loads the 8-byte copy at their sum (8-byte aligned:
-                    // the offset keeps the section's alignment). Only `v` and the scratch
-                    // register change; no stack, the flags untouched.
+                    // (PC-relative, 4 GiB reach, any load address), ldr loads the 8-byte copy
+                    // at that address plus this CPU's offset (8-byte aligned: the offset keeps
+                    // the section's alignment). Only `v` changes; no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "adrp {v}, {var}",
                             "add {v}, {v}, :lo12:{var}",
-                            ::core::concat!("mrs {off}, ", $reg),
                             "ldr {v}, [{v}, {off}]",
                             v = out(reg) v,
-                            off = out(reg) _,
+                            off = in(reg) Self::offset(),
                             var = sym $stack_ptr,
                             options(nostack, readonly, preserves_flags),
                         )
@@ -131,25 +147,21 @@ macro_rules! tpidr_percpu_backend {
                     v
                 }
 
-                /// The address of this CPU's copy of `$in_use`.
+                /// The address of the template of `$in_use` (add `offset()` for this CPU's).
                 #[inline(always)]
-                fn in_use() -> *mut u8 {
+                fn in_use_template() -> usize {
                     let p: usize;
-                    // SAFETY: as in `stack_ptr`, without the load: the address of this CPU's
-                    // copy (template address + per-CPU offset). Reads a system register only.
+                    // SAFETY: adrp/add form an address; no memory, no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "adrp {p}, {var}",
                             "add {p}, {p}, :lo12:{var}",
-                            ::core::concat!("mrs {off}, ", $reg),
-                            "add {p}, {p}, {off}",
                             p = out(reg) p,
-                            off = out(reg) _,
                             var = sym $in_use,
-                            options(nomem, nostack, preserves_flags),
+                            options(pure, nomem, nostack, preserves_flags),
                         )
                     };
-                    p as *mut u8
+                    p
                 }
             }
 
@@ -163,24 +175,47 @@ macro_rules! tpidr_percpu_backend {
                     // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
                     // in place and must not be marked in use: no release would follow.
                     let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
-                    let flag = Self::in_use();
-                    // SAFETY: this CPU's copy of the flag, a valid `bool` byte that only this
-                    // CPU touches, with interrupts masked: nothing runs between the test and
-                    // the store (ldrb, cbnz, strb).
+                    let (flag, off) = (Self::in_use_template(), Self::offset());
+                    let in_use: u32;
+                    // SAFETY: this CPU's copy of the flag (template + offset), one byte.
                     unsafe {
-                        if flag.read_volatile() != 0 {
-                            return ::core::option::Option::None;
-                        }
-                        flag.write_volatile(1);
+                        ::core::arch::asm!(
+                            "ldrb {v:w}, [{p}, {off}]",
+                            v = out(reg) in_use,
+                            p = in(reg) flag,
+                            off = in(reg) off,
+                            options(nostack, readonly, preserves_flags),
+                        )
+                    };
+                    if in_use != 0 {
+                        return ::core::option::Option::None;
                     }
+                    // SAFETY: sets this CPU's copy of the flag; interrupts are masked, so no
+                    // other code on this CPU runs between the test above and this store, and
+                    // no other CPU writes this copy.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "strb {one:w}, [{p}, {off}]",
+                            one = in(reg) 1u32,
+                            p = in(reg) flag,
+                            off = in(reg) off,
+                            options(nostack, preserves_flags),
+                        )
+                    };
                     ::core::option::Option::Some(tos)
                 }
 
                 #[inline(always)]
                 unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
-                    // SAFETY: this CPU's copy of the flag, cleared after the switch back
-                    // (strb wzr).
-                    unsafe { Self::in_use().write_volatile(0) };
+                    // SAFETY: clears this CPU's copy of the flag after the switch back.
+                    unsafe {
+                        ::core::arch::asm!(
+                            "strb wzr, [{p}, {off}]",
+                            p = in(reg) Self::in_use_template(),
+                            off = in(reg) Self::offset(),
+                            options(nostack, preserves_flags),
+                        )
+                    };
                 }
 
                 #[inline(always)]
