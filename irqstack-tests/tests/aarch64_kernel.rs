@@ -30,7 +30,8 @@ const FAIL_STATUS: i32 = 35;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const CPUS: usize = 2;
 
-static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The kernels built so far by this test binary, by variant; one build at a time.
+static BUILD: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
 
 fn repo() -> PathBuf {
     // This package lives in `irqstack-tests/`; the kernel at the root.
@@ -74,37 +75,47 @@ const RUSTFLAGS: &[&str] = &[
 
 /// Builds the kernel (once per test binary) and returns the ELF's path.
 fn build() -> PathBuf {
+    build_variant("basic")
+}
+
+/// Builds a variant of the kernel: `basic`, or `gdb` (the same with full debug info: DWARF and
+/// `.debug_frame` CFI for every function) into a target directory of its own.
+fn build_variant(variant: &'static str) -> PathBuf {
     let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = &*built {
+    if let Some((_, p)) = built.iter().find(|(v, _)| *v == variant) {
         return p.clone();
     }
-    let target_dir = repo().join("target/aarch64-kernel");
+    let target_dir = repo().join("target/aarch64-kernel").join(variant);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let start = Instant::now();
-    let out = Command::new(cargo)
-        .current_dir(repo().join("examples/aarch64_kernel"))
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo().join("examples/aarch64_kernel"))
         .args(["build", "--quiet", "--release", "--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS.join("\x1f"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_BUILD_TARGET");
+    if variant == "gdb" {
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
+    }
+    let out = cmd
         .output()
         .expect("running cargo for examples/aarch64_kernel");
     assert!(
         out.status.success(),
-        "building the arm64 kernel failed:\n{}",
+        "building the {variant} arm64 kernel failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!(
-        "arm64 kernel built in {:.2} s",
+        "{variant} arm64 kernel built in {:.2} s",
         start.elapsed().as_secs_f64()
     );
     let elf = target_dir
         .join(TARGET)
         .join("release/irqstack-aarch64-kernel");
-    *built = Some(elf.clone());
+    built.push((variant, elf.clone()));
     elf
 }
 
@@ -513,7 +524,8 @@ fn arm64_kernel_rejects_an_unknown_command_line_word() {
 /// Builds `tests/fixtures/aarch64_tpidr` for `aarch64-unknown-none` with `features` and returns
 /// cargo's output and the generated assembly (empty if the build failed).
 fn fixture_asm(features: &str) -> (std::process::Output, String) {
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    static FIXTURE: Mutex<()> = Mutex::new(());
+    let _guard = FIXTURE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("tests/fixtures/aarch64_tpidr");
     let target_dir = repo().join("target/aarch64-tpidr-fixture");
     let name = if features.is_empty() { "el1" } else { features };
@@ -632,4 +644,116 @@ fn tpidr_backend_reads_the_chosen_offset_register() {
         ),
         "{err}"
     );
+}
+
+/// gdb (gdb-multiarch, attached to QEMU's gdb stub) walks from inside the handler on the IRQ
+/// stack across the switch into the interrupted idle loop and the CPU's boot path. It crosses
+/// the trampoline with the trampoline's FDE in `.debug_frame` (CFA = x29 + 16; without it gdb's
+/// prologue analysis of `stp x29, x30` / `mov x29, sp` happens to do the same), and the vector
+/// stub with the kernel's own CFI (without which gdb repeats the stub's frame forever). The
+/// kernel lays its IRQ stacks out below the task stacks: gdb stops at the trampoline ("previous
+/// frame inner to this frame") when the interrupted stack lies below the IRQ stack.
+#[test]
+fn gdb_walks_from_the_arm64_handler_across_the_switch() {
+    if !tools_present() {
+        return;
+    }
+    if !skip::command_runs("gdb-multiarch", &["--version"]) {
+        return skip::skip("gdb-multiarch", "apt-get install gdb-multiarch", false);
+    }
+    let kernel = build_variant("gdb");
+    let walk = symbols(&kernel)
+        .into_iter()
+        .find(|(_, _, n)| n.contains("4walk"))
+        .expect("no walk function in the kernel")
+        .2;
+    let text = run_gdb(
+        &kernel,
+        &format!("break {walk}\ncontinue\necho BT-BEGIN\\n\nbt 30\necho BT-END\\n\n"),
+    );
+    let bt: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "BT-BEGIN")
+        .skip(1)
+        .take_while(|l| *l != "BT-END")
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    eprintln!("gdb bt from inside the timer handler:\n{}", bt.join("\n"));
+    let want: [&dyn Fn(&str) -> bool; 10] = [
+        &|l| l.contains("irqstack_aarch64_kernel::walk ("),
+        &|l| l.contains("handle_irq::__irqstack_body ("),
+        &|l| l.contains("handle_irq::__irqstack_trampoline"),
+        &|l| l.contains("irqstack_aarch64_kernel::handle_irq ("),
+        &|l| l.contains("irqstack_aarch64_kernel::irq_entry_rust ("),
+        &|l| l.contains(" in irq_entry ()"),
+        &|l| l.contains("hw::wfi ()"),
+        &|l| l.contains("irqstack_aarch64_kernel::idle_loop ("),
+        &|l| l.contains("irqstack_aarch64_kernel::cpu_main ("),
+        &|l| l.contains("irqstack_aarch64_kernel::boot_cpu ()"),
+    ];
+    assert!(bt.len() >= want.len(), "gdb's bt is short:\n{text}");
+    for (i, (l, w)) in bt.iter().zip(want).enumerate() {
+        assert!(w(l), "frame #{i} of gdb's bt is {l:?}:\n{text}");
+    }
+}
+
+/// Boots the kernel under QEMU stopped at its first instruction (`-S`), with the gdb stub on a
+/// free loopback port, runs `gdb-multiarch -batch` on `kernel` with `commands` once connected
+/// (then `kill`), and returns gdb's output. gdb runs under a 120 s timeout; QEMU is killed
+/// after.
+fn run_gdb(kernel: &Path, commands: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut qemu = Command::new("qemu-system-aarch64")
+        .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-smp"])
+        .arg(CPUS.to_string())
+        .args(["-display", "none", "-semihosting", "-serial", "null"])
+        .args(["-monitor", "none", "-kernel"])
+        .arg(kernel)
+        .arg("-gdb")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .arg("-S")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting qemu-system-aarch64");
+    // gdb retries the connection until QEMU listens.
+    let script = format!(
+        r#"set pagination off
+set confirm off
+python
+import time
+for i in range(200):
+    try:
+        gdb.execute("target remote 127.0.0.1:{port}")
+        break
+    except gdb.error:
+        time.sleep(0.05)
+end
+{commands}
+kill
+"#
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "irqstack-arm64-kernel-gdb-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("script.gdb");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .args(["gdb-multiarch", "-batch", "-nx", "-x"])
+        .arg(&path)
+        .arg(kernel)
+        .output()
+        .expect("running gdb-multiarch");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }

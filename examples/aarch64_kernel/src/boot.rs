@@ -120,10 +120,17 @@ vectors:
     .globl irq_entry
     .type irq_entry, %function
 irq_entry:
+    /* CFI for debuggers (in .debug_frame, which gdb reads; nothing unwinds at run time): the
+       interrupted context is this frame's "caller", its pc the ELR saved in the frame record,
+       its sp the CFA. A signal frame: the pc is not a return address (no pc - 1 lookup). */
+    .cfi_sections .debug_frame
+    .cfi_startproc
+    .cfi_signal_frame
     /* The frame (struct Frame, 816 bytes) on the interrupted stack: the task stack, or the IRQ
        stack when this IRQ nests in a softirq running there. IRQs stay masked (the exception set
        PSTATE.I) until Rust unmasks them. */
     sub sp, sp, #816
+    .cfi_def_cfa_offset 816
     stp x0, x1, [sp, #0]
     stp x2, x3, [sp, #16]
     stp x4, x5, [sp, #32]
@@ -139,6 +146,7 @@ irq_entry:
     stp x24, x25, [sp, #192]
     stp x26, x27, [sp, #208]
     stp x28, x29, [sp, #224]
+    .cfi_offset x29, -584
     /* ELR/SPSR: a nested IRQ overwrites them, so they are restored from here. */
     mrs x0, elr_el1
     mrs x1, spsr_el1
@@ -148,6 +156,11 @@ irq_entry:
        walkers go from the handler through here into the interrupted function. */
     stp x29, x0, [sp, #272]
     add x29, sp, #272
+    /* CFA = the interrupted sp = x29 + 544; x29 and the pc (in the return-address column, x30)
+       in the frame record. */
+    .cfi_def_cfa x29, 544
+    .cfi_offset x29, -544
+    .cfi_offset x30, -536
     stp q0, q1, [sp, #288]
     stp q2, q3, [sp, #320]
     stp q4, q5, [sp, #352]
@@ -172,6 +185,7 @@ irq_entry:
        multiple of 16). */
     mov x0, sp
     bl irq_entry_rust
+    .cfi_def_cfa sp, 816
     add x2, sp, #800
     ldp x0, x1, [x2]
     msr fpsr, x0
@@ -214,7 +228,9 @@ irq_entry:
     ldp x26, x27, [sp, #208]
     ldp x28, x29, [sp, #224]
     add sp, sp, #816
+    .cfi_def_cfa_offset 0
     eret
+    .cfi_endproc
     .size irq_entry, . - irq_entry
     "#,
     stack = const TASK_STACK_SIZE,

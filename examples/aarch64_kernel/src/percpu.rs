@@ -3,7 +3,7 @@
 //! ready backend `tpidr_percpu_backend!` over two of its variables (the IRQ stack's top slot and
 //! its in-use flag), accessed like Linux's `ldr_this_cpu`.
 //!
-//! The IRQ stacks: 16 KiB per CPU, 4 KiB aligned, in .bss. With the MMU off there is no guard
+//! The IRQ stacks: 16 KiB per CPU, 4 KiB aligned, in .bss below the task stacks. With the MMU off there is no guard
 //! page below them: an overflow would run into the previous CPU's stack (or whatever lies below
 //! the first). Instead, each stack is painted at boot and the run checks at the end that the
 //! deepest use stayed well inside it (`depth`).
@@ -57,6 +57,11 @@ static mut AREAS: Areas = Areas([[0; AREA_SIZE]; MAX_CPUS]);
 
 #[repr(C, align(4096))]
 struct IrqStacks([[u8; IRQ_STACK_SIZE]; MAX_CPUS]);
+/// In a section of their own that link.ld places first in .bss, below the task stacks: gdb
+/// walks from a handler across the switch only if the interrupted stack lies above the IRQ
+/// stack (it stops at a frame whose caller's CFA is lower: "previous frame inner to this
+/// frame").
+#[unsafe(link_section = ".bss.irq_stacks")]
 static mut IRQ_STACKS: IrqStacks = IrqStacks([[0; IRQ_STACK_SIZE]; MAX_CPUS]);
 
 fn template() -> (usize, usize) {
