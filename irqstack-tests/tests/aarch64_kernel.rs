@@ -2,9 +2,10 @@
 //! kernel) for `aarch64-unknown-none`, boots it under `qemu-system-aarch64 -M virt -cpu
 //! cortex-a72 -smp 2 -semihosting` and asserts its report: every check the kernel prints (timer
 //! ticks on each CPU's own IRQ stack through `tpidr_percpu_backend!`, the top slot holding the
-//! interrupted sp, ticks nested in place during the softirq), the per-CPU table, the frame-record
-//! walk resolved against the ELF's symbol table, and the semihosting exit status (33 pass, 35
-//! failure). Two negative boots must fail: an in-use flag cleared early (a nested tick switches
+//! interrupted sp, ticks nested in place during the handler's softirq and during a softirq the
+//! idle loop runs through `run_on_irqstack`), the per-CPU table, the frame-record walk resolved
+//! against the ELF's symbol table, gdb's `bt` across the switch, and the semihosting exit status
+//! (33 pass, 35 failure). Two negative boots must fail: an in-use flag cleared early (a nested tick switches
 //! to the top of a stack in use) and two CPUs sharing one per-CPU offset.
 //!
 //! Needs `qemu-system-aarch64` and the `aarch64-unknown-none` target: without them each test
@@ -230,6 +231,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "hardirq-switched",
     "hardirq-nested",
     "softirq",
+    "softirq-own-stack",
     "irq-stack-depth",
     "backtrace",
 ];
@@ -297,7 +299,12 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
         ctx()
     );
     assert!(per_cpu("ticks").iter().all(|&t| t >= 200), "{}", ctx());
-    for name in ["hardirq-switched", "hardirq-nested", "softirq"] {
+    for name in [
+        "hardirq-switched",
+        "hardirq-nested",
+        "softirq",
+        "softirq-own-stack",
+    ] {
         assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
     }
     // The interrupted sp in the top slot lies just below the entry frame on the task stack:
@@ -330,16 +337,26 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
         assert_eq!(num(r[2]), per_cpu("hardirq-switched")[cpu]);
         assert_eq!(num(r[3]), per_cpu("hardirq-nested")[cpu]);
         assert_eq!(num(r[4]), per_cpu("softirq")[cpu]);
-        // Every tick either switched or nested in place.
-        assert_eq!(num(r[1]), num(r[2]) + num(r[3]), "CPU {cpu}\n{}", ctx());
+        assert_eq!(num(r[8]), per_cpu("softirq-own-stack")[cpu]);
+        // Every tick switched, or nested in place in the handler's softirq or in the idle
+        // loop's `run_on_irqstack` softirq.
+        assert!(num(r[9]) > 0, "CPU {cpu}\n{}", ctx());
+        assert_eq!(
+            num(r[1]),
+            num(r[2]) + num(r[3]) + num(r[9]),
+            "CPU {cpu}\n{}",
+            ctx()
+        );
         assert_eq!(num(r[7]), depth[cpu]);
         eprintln!(
-            "CPU {cpu}: {} ticks, {} switched, {} nested in place, {} softirq runs, deepest IRQ \
-             stack use {} bytes",
+            "CPU {cpu}: {} ticks, {} switched, {} nested in place in the handler's softirq ({} \
+             runs), {} in run_on_irqstack's ({} runs), deepest IRQ stack use {} bytes",
             num(r[1]),
             num(r[2]),
             num(r[3]),
             num(r[4]),
+            num(r[9]),
+            num(r[8]),
             depth[cpu]
         );
     }

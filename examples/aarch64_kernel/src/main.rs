@@ -44,6 +44,8 @@ const TICKS_TARGET: u64 = 200;
 const TICKS_DEADLINE: u64 = 10_000;
 /// A softirq runs at the end of every this many ticks.
 const SOFTIRQ_EVERY: u64 = 4;
+/// The idle loop runs a softirq on the IRQ stack (`run_on_irqstack`) every this many wake-ups.
+const OWN_STACK_SOFTIRQ_EVERY: u64 = 16;
 /// Return addresses kept from a frame-record walk.
 const BT_MAX: usize = 16;
 
@@ -54,6 +56,12 @@ struct Stats {
     switched: AtomicU64,
     nested: AtomicU64,
     softirq_runs: AtomicU64,
+    /// `run_on_irqstack` from the idle loop (Linux's `do_softirq_own_stack`): runs, and ticks
+    /// that nested in place in it.
+    own_stack_runs: AtomicU64,
+    own_stack_nested: AtomicU64,
+    /// Set while the idle loop's softirq runs on the IRQ stack with IRQs unmasked.
+    in_own_stack_softirq: AtomicBool,
     spurious: AtomicU64,
     /// Entries into `handle_irq` not yet returned on this CPU (1: switched, 2: nested).
     depth: AtomicUsize,
@@ -73,6 +81,9 @@ const STATS_INIT: Stats = Stats {
     switched: AtomicU64::new(0),
     nested: AtomicU64::new(0),
     softirq_runs: AtomicU64::new(0),
+    own_stack_runs: AtomicU64::new(0),
+    own_stack_nested: AtomicU64::new(0),
+    in_own_stack_softirq: AtomicBool::new(false),
     spurious: AtomicU64::new(0),
     depth: AtomicUsize::new(0),
     bt: [const { AtomicUsize::new(0) }; BT_MAX],
@@ -244,12 +255,58 @@ fn cpu_main(cpu: usize) -> ! {
 #[inline(never)]
 fn idle_loop(cpu: usize) {
     hw::irq_enable();
+    let mut wakeups = 0u64;
     while !STOP.load(Ordering::SeqCst) {
         hw::wfi();
+        wakeups += 1;
         if cpu == 0 {
             maybe_stop();
         }
+        // After the walk (whose first switched tick interrupts the `wfi` above).
+        if wakeups.is_multiple_of(OWN_STACK_SOFTIRQ_EVERY)
+            && STATS[cpu].bt_len.load(Ordering::Relaxed) > 0
+        {
+            own_stack_softirq(cpu);
+        }
     }
+}
+
+/// A softirq run from task context on the IRQ stack, as Linux's `do_softirq_own_stack`: the
+/// closure form of the switch, `run_on_irqstack`, claimed with IRQs masked; inside, IRQs are
+/// unmasked until a tick has nested in place (or three tick periods have passed).
+#[inline(never)]
+fn own_stack_softirq(cpu: usize) {
+    let s = &STATS[cpu];
+    let task = percpu::task_stack(cpu);
+    let before = s.own_stack_nested.load(Ordering::Relaxed);
+    hw::irq_disable();
+    irqstack::run_on_irqstack(|| {
+        let own = percpu::irq_stack(cpu);
+        let sp = hw::sp();
+        check!(
+            own.contains(&sp) && irqstack::irqstack_active(),
+            "CPU {cpu}: run_on_irqstack runs with sp {sp:#x}, outside its IRQ stack"
+        );
+        check!(
+            irqstack::interrupted_sp().is_some_and(|v| task.contains(&v)),
+            "CPU {cpu}: run_on_irqstack: interrupted_sp() {:x?} not on the task stack",
+            irqstack::interrupted_sp()
+        );
+        s.in_own_stack_softirq.store(true, Ordering::Relaxed);
+        let deadline = hw::counter() + 3 * PERIOD.load(Ordering::Relaxed);
+        hw::irq_enable();
+        while s.own_stack_nested.load(Ordering::Relaxed) == before && hw::counter() < deadline {
+            core::hint::spin_loop();
+        }
+        hw::irq_disable();
+        s.in_own_stack_softirq.store(false, Ordering::Relaxed);
+    });
+    check!(
+        !irqstack::irqstack_active(),
+        "CPU {cpu}: still on the IRQ stack after run_on_irqstack"
+    );
+    s.own_stack_runs.fetch_add(1, Ordering::Relaxed);
+    hw::irq_enable();
 }
 
 fn maybe_stop() {
@@ -257,6 +314,7 @@ fn maybe_stop() {
         let s = &STATS[c];
         s.ticks.load(Ordering::Relaxed) >= TICKS_TARGET
             && s.nested.load(Ordering::Relaxed) > 0
+            && s.own_stack_nested.load(Ordering::Relaxed) > 0
             && s.bt_len.load(Ordering::Relaxed) > 0
     });
     if done {
@@ -306,7 +364,20 @@ fn handle_irq(frame: usize, cpu: usize) {
         own.end
     );
     let task = percpu::task_stack(cpu);
+    let in_own_stack_softirq = s.in_own_stack_softirq.load(Ordering::Relaxed);
     match depth {
+        1 if in_own_stack_softirq => {
+            // In the idle loop's softirq, which holds the IRQ stack: in place, below the
+            // entry frame, which lies on the IRQ stack too.
+            check!(
+                own.contains(&frame) && sp < frame,
+                "CPU {cpu}: tick in run_on_irqstack with sp {sp:#x} and entry frame {frame:#x}: \
+                 not in place on the IRQ stack {:#x}..{:#x}",
+                own.start,
+                own.end
+            );
+            s.own_stack_nested.fetch_add(1, Ordering::Relaxed);
+        }
         1 => {
             // Switched: the entry frame lies on the task stack; the top slot holds the
             // interrupted sp (the trampoline's, just below the entry frame and the wrapper's
@@ -424,12 +495,14 @@ fn walk(cpu: usize) {
 }
 
 fn print_table() {
-    println!("cpu | ticks | switched | nested | softirq | spurious | irq stack | deepest");
+    println!(
+        "cpu | ticks | switched | nested | softirq | spurious | irq stack | deepest | own-stack softirq | nested there"
+    );
     for c in 0..MAX_CPUS {
         let s = &STATS[c];
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         println!(
-            "{c} | {} | {} | {} | {} | {} | {:#x} | {}",
+            "{c} | {} | {} | {} | {} | {} | {:#x} | {} | {} | {}",
             l(&s.ticks),
             l(&s.switched),
             l(&s.nested),
@@ -437,6 +510,8 @@ fn print_table() {
             l(&s.spurious),
             percpu::irq_stack(c).start,
             percpu::depth(c),
+            l(&s.own_stack_runs),
+            l(&s.own_stack_nested),
         );
     }
 }
@@ -498,6 +573,16 @@ fn finish() -> ! {
     let soft = per_cpu(&|s| l(&s.softirq_runs));
     check!(soft.iter().all(|&x| x > 0), "softirq {soft:?}");
     println!("check softirq: ok {soft:?} (IRQs unmasked, on the IRQ stack)");
+
+    let own_runs = per_cpu(&|s| l(&s.own_stack_runs));
+    let own_nested = per_cpu(&|s| l(&s.own_stack_nested));
+    check!(
+        own_runs.iter().all(|&x| x > 0) && own_nested.iter().all(|&x| x > 0),
+        "run_on_irqstack softirq runs {own_runs:?}, ticks nested in them {own_nested:?}"
+    );
+    println!(
+        "check softirq-own-stack: ok {own_runs:?} (run_on_irqstack from the idle loop; {own_nested:?} ticks nested in place in it)"
+    );
 
     let depth: [usize; MAX_CPUS] = core::array::from_fn(percpu::depth);
     check!(
