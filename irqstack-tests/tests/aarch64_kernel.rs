@@ -423,10 +423,10 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     }
 }
 
-/// The unwind information of the trampolines in a `no_std`, `panic = "abort"` build: in
-/// `.debug_frame` (kept for debuggers, not loaded), none in `.eh_frame` (the kernel's linker
-/// script discards what the precompiled `core` brings; the kernel's own code has unwind tables
-/// off). The trampoline's FDE says what the switch does: CFA = x29 + 16 across it.
+/// The unwind information of the trampolines in the kernel: where the kernel's object puts its
+/// CFI (its `.cfi_sections .debug_frame`, boot.rs), kept for debuggers and not loaded; no
+/// `.eh_frame` (the kernel's linker script discards what the precompiled `core` brings). The
+/// trampoline's FDE says what the switch does: CFA = x29 + 16 across it.
 #[test]
 fn arm64_kernel_trampoline_cfi_is_in_debug_frame() {
     use object::{Object, ObjectSection};
@@ -539,15 +539,17 @@ fn arm64_kernel_rejects_an_unknown_command_line_word() {
 }
 
 /// Builds `tests/fixtures/aarch64_tpidr` for `aarch64-unknown-none` with `features` and returns
-/// cargo's output and the generated assembly (empty if the build failed).
-fn fixture_asm(features: &str) -> (std::process::Output, String) {
+/// cargo's output, the generated assembly (empty if the build failed) and the object's path.
+fn fixture_build(features: &str) -> (std::process::Output, String, PathBuf) {
     static FIXTURE: Mutex<()> = Mutex::new(());
     let _guard = FIXTURE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("tests/fixtures/aarch64_tpidr");
     let target_dir = repo().join("target/aarch64-tpidr-fixture");
     let name = if features.is_empty() { "el1" } else { features };
     let asm = target_dir.join(format!("{name}.s"));
+    let obj = target_dir.join(format!("{name}.o"));
     let _ = std::fs::remove_file(&asm);
+    let _ = std::fs::remove_file(&obj);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let run = |args: &[&str]| {
         let mut cmd = Command::new(&cargo);
@@ -572,11 +574,15 @@ fn fixture_asm(features: &str) -> (std::process::Output, String) {
     assert!(clean.status.success(), "{clean:?}");
     let out = run(&["rustc"])
         .arg("--")
-        .arg(format!("--emit=asm={}", asm.display()))
+        .arg(format!(
+            "--emit=asm={},obj={}",
+            asm.display(),
+            obj.display()
+        ))
         .output()
         .expect("running cargo rustc for the fixture");
     let text = std::fs::read_to_string(&asm).unwrap_or_default();
-    (out, text)
+    (out, text, obj)
 }
 
 /// The instructions of function `name` in assembler output (no labels, directives, comments).
@@ -611,7 +617,7 @@ fn tpidr_backend_reads_the_chosen_offset_register() {
         ("", "tpidr_el1", "tpidr_el2"),
         ("el2", "tpidr_el2", "tpidr_el1"),
     ] {
-        let (out, asm) = fixture_asm(features);
+        let (out, asm, _) = fixture_build(features);
         assert!(
             out.status.success(),
             "fixture with {features:?}: {}",
@@ -651,7 +657,7 @@ fn tpidr_backend_reads_the_chosen_offset_register() {
         );
         eprintln!("claim with {reg}: {} instructions: {claim:?}", claim.len());
     }
-    let (out, _) = fixture_asm("bad");
+    let (out, _, _) = fixture_build("bad");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -773,4 +779,50 @@ kill
     let _ = qemu.wait();
     let _ = std::fs::remove_dir_all(&dir);
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The library does not choose the section of its CFI in a bare-metal build: `.cfi_sections` is
+/// object-wide, so the trampolines' FDEs go where the object's others go, `.eh_frame` by
+/// default, and a kernel that reads `.eh_frame` at run time keeps every FDE of its code.
+#[test]
+fn bare_metal_trampoline_cfi_follows_the_object() {
+    use object::{Object, ObjectSection};
+    if !skip::target_installed(TARGET) {
+        let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+        return skip::skip(
+            "the aarch64-unknown-none target",
+            "rustup target add aarch64-unknown-none",
+            also,
+        );
+    }
+    let (out, asm, obj) = fixture_build("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !asm.contains(".cfi_sections"),
+        "the fixture's assembly says .cfi_sections"
+    );
+    // The trampoline has its CFI: the frame record, and the CFA on x29 across the switch (which
+    // LLVM prints as `w29`, the DWARF register number being the same).
+    let trampoline: String = asm
+        .lines()
+        .skip_while(|l| !(l.contains("__irqstack_trampoline") && l.ends_with(':')))
+        .take_while(|l| !l.starts_with(".Lfunc_end"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        trampoline.contains(".cfi_startproc") && trampoline.contains(".cfi_def_cfa_register w29"),
+        "{trampoline}"
+    );
+    let data = std::fs::read(&obj).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let eh = file.section_by_name(".eh_frame").map_or(0, |s| s.size());
+    assert!(eh > 0, "no .eh_frame in the fixture's object");
+    assert!(
+        file.section_by_name(".debug_frame").is_none(),
+        "the fixture's object has a .debug_frame"
+    );
 }

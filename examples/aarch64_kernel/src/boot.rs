@@ -44,6 +44,13 @@ unsafe extern "C" {
 
 core::arch::global_asm!(
     r#"
+    /* Where this object's CFI goes (the directive applies to the whole object, whose one
+       codegen unit holds every function of the kernel crate, the library's trampolines
+       included): .debug_frame, which gdb reads and the loader ignores. Nothing unwinds at run
+       time (panic = "abort"), so no .eh_frame is needed; the one the precompiled core brings
+       is discarded by link.ld. */
+    .cfi_sections .debug_frame
+
     .section .text.boot, "ax"
     .globl _start
     .type _start, %function
@@ -120,10 +127,9 @@ vectors:
     .globl irq_entry
     .type irq_entry, %function
 irq_entry:
-    /* CFI for debuggers (in .debug_frame, which gdb reads; nothing unwinds at run time): the
-       interrupted context is this frame's "caller", its pc the ELR saved in the frame record,
-       its sp the CFA. A signal frame: the pc is not a return address (no pc - 1 lookup). */
-    .cfi_sections .debug_frame
+    /* CFI for debuggers (see the top of this file: in .debug_frame): the interrupted context
+       is this frame's "caller", its pc the ELR saved in the frame record, its sp the CFA. A
+       signal frame: the pc is not a return address (no pc - 1 lookup). */
     .cfi_startproc
     .cfi_signal_frame
     /* The frame (struct Frame, 816 bytes) on the interrupted stack: the task stack, or the IRQ

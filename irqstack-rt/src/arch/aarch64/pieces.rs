@@ -13,31 +13,25 @@ macro_rules! __irqstack_rt_ret {
     };
 }
 
-/// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
-/// the unwinder of panics and backtraces reads, in every build that can unwind (`std`, or
-/// `panic = "unwind"`).
-#[cfg(any(feature = "std", not(panic = "abort")))]
+/// Where the unwind information of hand-written functions goes: wherever the rest of the object
+/// file's goes, `.eh_frame` unless the object says otherwise. Also in bare-metal `no_std`,
+/// `panic = "abort"` builds: `.cfi_sections` applies to the whole object in LLVM's assembler (a
+/// `.cfi_sections .debug_frame` in one naked trampoline moved all eight FDEs of the
+/// `tests/fixtures/aarch64_tpidr` object, rustc's own included, out of `.eh_frame`, with
+/// `aarch64-unknown-none`'s default unwind tables on), so a library cannot choose a section for
+/// its own FDEs without taking the choice away from the kernel's code: a kernel that reads
+/// `.eh_frame` at run time (a backtracer, or Linux arm64's shadow-call-stack patching of
+/// `CONFIG_UNWIND_PATCH_PAC_INTO_SCS`) would lose every function of that codegen unit. Nothing
+/// unwinds through the trampoline with `panic = "abort"`, so the kernel decides: its linker
+/// script keeps or discards `.eh_frame`, and a kernel that wants debugger-only CFI says
+/// `.cfi_sections .debug_frame` once in its own `global_asm!` (as `examples/aarch64_kernel`
+/// does). x86-64's `kernel-abi` differs: Linux x86 builds without unwind tables, so there the
+/// switch to `.debug_frame` takes nothing from anyone.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_cfi_sections {
     () => {
         ""
-    };
-}
-
-/// Where the unwind information of hand-written functions goes: `.debug_frame` in bare-metal
-/// builds (`no_std` with `panic = "abort"`, e.g. an `aarch64-unknown-none` kernel). Nothing
-/// unwinds there at run time, so an `.eh_frame` would only be an allocated section that every
-/// kernel's linker script has to place or discard (and the trampoline's FDE the only one in it,
-/// as rustc emits no unwind tables for such a build). `.debug_frame` is not loaded, is what the
-/// compiler emits itself when debug info is on and unwind tables are off, and is what gdb reads
-/// to walk across the switch (x86-64's `kernel-abi` makes the same choice).
-#[cfg(all(not(feature = "std"), panic = "abort"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_cfi_sections {
-    () => {
-        ".cfi_sections .debug_frame\n"
     };
 }
 
