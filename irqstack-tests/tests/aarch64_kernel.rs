@@ -712,7 +712,11 @@ fn gdb_walks_from_the_arm64_handler_across_the_switch() {
         &|l| l.contains("hw::wfi ()"),
         &|l| l.contains("irqstack_aarch64_kernel::idle_loop ("),
         &|l| l.contains("irqstack_aarch64_kernel::cpu_main ("),
-        &|l| l.contains("irqstack_aarch64_kernel::boot_cpu ()"),
+        // Whichever CPU reaches the walk first (both arm their timers together).
+        &|l| {
+            l.contains("irqstack_aarch64_kernel::boot_cpu ()")
+                || l.contains("irqstack_aarch64_kernel::secondary_cpu (cpu=1)")
+        },
     ];
     assert!(bt.len() >= want.len(), "gdb's bt is short:\n{text}");
     for (i, (l, w)) in bt.iter().zip(want).enumerate() {
