@@ -99,7 +99,7 @@ unsafe extern "C" {
 
 /// Per hart, interrupts off: per-CPU area, trap entry.
 fn cpu_init(cpu: usize, hartid: usize) {
-    percpu::init(cpu, hartid, work::top_slot_offset());
+    percpu::init(cpu, hartid);
     trap::init();
     HART_OF_CPU[cpu].store(hartid, Ordering::SeqCst);
     check!(percpu::hart_id() == hartid, "the per-CPU hart ID of cpu {cpu} is wrong");

@@ -123,9 +123,31 @@ pub fn task_stack(cpu: usize) -> core::ops::Range<usize> {
 /// What each CPU's IRQ stack top slot is, for the report (set by `init`).
 pub static TOP_SLOTS: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX_HARTS];
 
+/// `lockdep_assert_irqs_disabled()`: claims happen with interrupts off (debug builds).
+pub fn assert_irqs_disabled() {
+    check!(
+        !crate::hw::irqs_enabled(),
+        "IRQ stack claimed with interrupts enabled"
+    );
+}
+
+// The library's per-CPU backend: this hart's `irq_stack_ptr` / `irq_stack_inuse` copies,
+// reached as link address + `tp`.
+irqstack::tp_percpu_backend!(
+    irq_stack_ptr,
+    irq_stack_inuse,
+    size = IRQ_STACK_SIZE,
+    assert_irqs_disabled = assert_irqs_disabled,
+);
+
+/// Whether this hart's in-use flag is set (the kernel's own read of it, for the checks).
+pub fn irq_stack_in_use() -> bool {
+    read(&raw mut irq_stack_inuse)
+}
+
 /// Sets up this hart's per-CPU area: copies the template, points `tp` at the copy, paints the
 /// IRQ stack and records its top slot. Runs once per hart, with interrupts off.
-pub fn init(cpu: usize, hartid: usize, top_slot_offset: usize) {
+pub fn init(cpu: usize, hartid: usize) {
     // Only the addresses of the linker symbols are taken.
     let (start, end) = (&raw const __percpu_start as usize, &raw const __percpu_end as usize);
     let len = end - start;
@@ -151,7 +173,7 @@ pub fn init(cpu: usize, hartid: usize, top_slot_offset: usize) {
             words.add(i).write_volatile(PAINT);
         }
     }
-    let tos = stack.end - top_slot_offset;
+    let tos = stack.end - irqstack::TOP_SLOT_OFFSET;
     TOP_SLOTS[cpu].store(tos, Ordering::SeqCst);
     write(&raw mut irq_stack_ptr, tos);
 }

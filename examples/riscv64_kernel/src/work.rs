@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, 
 
 use crate::hw;
 use crate::percpu::{self, IN_SOFTIRQ, IRQ_DEPTH, MAX_HARTS};
-use crate::trap::{FRAME_SIZE, TrapFrame};
+use crate::trap::TrapFrame;
 
 pub const SCENARIO: &str = if cfg!(feature = "break-in-use") { "break-in-use" } else { "workload" };
 
@@ -37,6 +37,8 @@ pub struct Stats {
     pub min_sp: AtomicUsize,
     /// The frame-pointer walk: (frame pointer, return address) pairs.
     pub walk_len: AtomicUsize,
+    /// `interrupted_sp()` of the tick that walked.
+    pub walk_isp: AtomicUsize,
     pub walk_fp: [AtomicUsize; WALK_MAX],
     pub walk_ra: [AtomicUsize; WALK_MAX],
     pub done: AtomicBool,
@@ -52,6 +54,7 @@ pub static STATS: [Stats; MAX_HARTS] = [const {
         top_slot_checks: AtomicU64::new(0),
         min_sp: AtomicUsize::new(usize::MAX),
         walk_len: AtomicUsize::new(0),
+        walk_isp: AtomicUsize::new(0),
         walk_fp: [const { AtomicUsize::new(0) }; WALK_MAX],
         walk_ra: [const { AtomicUsize::new(0) }; WALK_MAX],
         done: AtomicBool::new(false),
@@ -60,11 +63,6 @@ pub static STATS: [Stats; MAX_HARTS] = [const {
 
 fn stats() -> &'static Stats {
     &STATS[percpu::cpu_id()]
-}
-
-/// Bytes between the top of an IRQ stack and its top slot.
-pub fn top_slot_offset() -> usize {
-    16
 }
 
 /// Each hart: ticks until it has done its share, in the idle loop (`wfi` with interrupts on).
@@ -89,40 +87,111 @@ fn idle_loop(cpu: usize) {
 }
 
 /// The timer interrupt, from `trap_rust` (interrupts off), on the interrupted stack: counts the
-/// nesting depth and calls the handler.
+/// nesting depth and calls the handler, which switches to this hart's IRQ stack unless it is in
+/// use (a tick that arrived in the softirq, whose trap frame is on the IRQ stack already).
 pub fn timer_interrupt(frame: &mut TrapFrame) {
     let depth = percpu::read(&raw mut IRQ_DEPTH) + 1;
     percpu::write(&raw mut IRQ_DEPTH, depth);
     let frame_addr = frame as *mut TrapFrame as usize;
-    let nested = depth > 1;
+    let nested = on_irq_stack(frame_addr);
+    check!(
+        nested == (depth > 1),
+        "tick at depth {depth}: trap frame {frame_addr:#x} {} the IRQ stack",
+        if nested { "on" } else { "not on" }
+    );
+    // The stack pointer at the handler call: the trampoline's frame record goes right below it,
+    // and the top slot gets the record's address.
     let caller_sp = hw::sp();
     timer_tick(frame_addr, caller_sp, nested);
+    // Released exactly when this entry claimed: still in use after a nested tick (the outer
+    // handler owns the stack), free after a switched one.
+    check!(
+        percpu::irq_stack_in_use() == nested,
+        "after a {} tick the in-use flag is {}",
+        if nested { "nested" } else { "switched" },
+        percpu::irq_stack_in_use()
+    );
+    check!(
+        irqstack::irqstack_active() == nested,
+        "after a {} tick irqstack_active() is {}",
+        if nested { "nested" } else { "switched" },
+        irqstack::irqstack_active()
+    );
     percpu::write(&raw mut IRQ_DEPTH, depth - 1);
 }
 
-/// The timer handler.
-#[inline(never)]
+/// Whether `addr` lies on this hart's IRQ stack.
+fn on_irq_stack(addr: usize) -> bool {
+    percpu::irq_stack(percpu::cpu_id()).contains(&addr)
+}
+
+/// The timer handler: on this hart's IRQ stack, switched there by the library (a tick from the
+/// idle loop) or in place (a tick nested in the softirq, which already runs there).
+#[irqstack::on_irqstack]
 fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
-    let _ = caller_sp;
     let cpu = percpu::cpu_id();
     let s = stats();
     let ticks = s.ticks.fetch_add(1, Relaxed) + 1;
     let sp = hw::sp();
     s.min_sp.fetch_min(sp, Relaxed);
+    let mine = percpu::irq_stack(cpu);
+    check!(
+        mine.contains(&sp),
+        "tick: handler sp {sp:#x} is not on cpu {cpu}'s IRQ stack {mine:#x?}"
+    );
+    check!(
+        irqstack::irqstack_active(),
+        "tick: irqstack_active() false inside the handler"
+    );
+    check!(
+        irqstack::irq_stack_bounds() == Some(mine.clone()),
+        "tick: irq_stack_bounds() {:#x?} is not cpu {cpu}'s",
+        irqstack::irq_stack_bounds()
+    );
+    check!(
+        percpu::irq_stack_in_use(),
+        "tick: the in-use flag is clear inside the handler"
+    );
+    // The top slot: the interrupted (task) stack pointer, which `interrupted_sp()` reads.
+    let isp = irqstack::interrupted_sp().unwrap_or(0);
+    let top_slot = percpu::TOP_SLOTS[cpu].load(Relaxed);
+    // SAFETY: the top slot is the highest aligned word of this hart's IRQ stack; the switch
+    // wrote it and nothing else does while the stack is claimed.
+    let slot = unsafe { (top_slot as *const usize).read_volatile() };
+    check!(
+        slot == isp,
+        "tick: interrupted_sp() {isp:#x} but the top slot {top_slot:#x} holds {slot:#x}"
+    );
+    check!(
+        percpu::task_stack(cpu).contains(&isp),
+        "tick: interrupted_sp() {isp:#x} is not on cpu {cpu}'s task stack"
+    );
     if nested {
+        // In place: below its own trap frame on the same (IRQ) stack.
         check!(
             sp < frame_addr,
-            "nested tick: handler sp {sp:#x} not below its trap frame {frame_addr:#x}"
+            "nested tick: handler sp {sp:#x} is not below its trap frame {frame_addr:#x}: it \
+             did not run in place"
         );
         s.nested.fetch_add(1, Relaxed);
     } else {
+        // Switched: the trampoline pushed its frame record (saved s0, ra) right below the
+        // caller's stack pointer and stored the record's address in the top slot.
+        check!(
+            isp + 16 == caller_sp,
+            "tick: interrupted_sp() {isp:#x} is not the frame record below the caller's sp \
+             {caller_sp:#x}"
+        );
         s.switched.fetch_add(1, Relaxed);
+        s.top_slot_checks.fetch_add(1, Relaxed);
     }
     // Re-arm first: this clears STIP, so the softirq below can enable interrupts.
-    let finished = ticks >= TICKS_TARGET
-        && s.nested.load(Relaxed) > 0
-        && s.walk_len.load(Relaxed) > 0;
-    check!(ticks < TICKS_DEADLINE, "cpu {cpu}: {ticks} ticks and the run has not completed");
+    let finished =
+        ticks >= TICKS_TARGET && s.nested.load(Relaxed) > 0 && s.walk_len.load(Relaxed) > 0;
+    check!(
+        ticks < TICKS_DEADLINE,
+        "cpu {cpu}: {ticks} ticks and the run has not completed"
+    );
     if finished {
         hw::sbi_set_timer(u64::MAX);
         s.done.store(true, SeqCst);
@@ -130,6 +199,7 @@ fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
         hw::sbi_set_timer(hw::now() + PERIOD);
     }
     if !nested && ticks >= 10 && s.walk_len.load(Relaxed) == 0 {
+        s.walk_isp.store(isp, Relaxed);
         take_walk(s);
     }
     if !nested && !finished && !percpu::read(&raw mut IN_SOFTIRQ) {
@@ -142,6 +212,11 @@ fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
 #[inline(never)]
 fn softirq(s: &Stats) {
     percpu::write(&raw mut IN_SOFTIRQ, true);
+    // The negative boot: a backend that loses its in-use flag here. The next tick that
+    // arrives in this softirq then claims the stack again and switches to its top, over the
+    // frames of this handler, instead of running in place.
+    #[cfg(feature = "break-in-use")]
+    percpu::write(&raw mut percpu::irq_stack_inuse, false);
     let runs = s.softirq_runs.fetch_add(1, Relaxed) + 1;
     let nested_before = s.nested.load(Relaxed);
     hw::irq_enable();
@@ -153,6 +228,10 @@ fn softirq(s: &Stats) {
         }
     }
     hw::irq_disable();
+    check!(
+        on_irq_stack(hw::sp()),
+        "softirq: no longer on the IRQ stack after nested ticks"
+    );
     percpu::write(&raw mut IN_SOFTIRQ, false);
 }
 
@@ -183,6 +262,62 @@ fn take_walk(s: &Stats) {
     s.walk_len.store(n, SeqCst);
 }
 
+/// Every hart had its own IRQ stack: the ranges do not overlap, and each hart's handlers ran
+/// within its own.
+fn check_stacks_distinct(harts: usize) {
+    for c in 0..harts {
+        let mine = percpu::irq_stack(c);
+        let min_sp = STATS[c].min_sp.load(Relaxed);
+        check!(
+            mine.contains(&min_sp),
+            "cpu {c}: lowest handler sp {min_sp:#x} is not on its IRQ stack {mine:#x?}"
+        );
+        for d in 0..harts {
+            let other = percpu::irq_stack(d);
+            check!(
+                c == d || mine.end <= other.start || other.end <= mine.start,
+                "cpu {c} and cpu {d} share IRQ stack memory"
+            );
+        }
+    }
+    println!("check distinct IRQ stacks: ok");
+}
+
+/// The walk went from the IRQ stack to the task stack exactly through the switch: first frames
+/// on the IRQ stack (the walker, the handler's body), then the trampoline's frame record, whose
+/// address the top slot held (`s0 = interrupted_sp() + 16`), then frames on the task stack up to
+/// the end of the chain; upwards within each stack.
+fn check_walk(c: usize) {
+    let s = &STATS[c];
+    let n = s.walk_len.load(Relaxed);
+    let irq = percpu::irq_stack(c);
+    let fps: [usize; WALK_MAX] = core::array::from_fn(|i| s.walk_fp[i].load(Relaxed));
+    let on_irq = |fp: usize| irq.contains(&(fp - 16));
+    let k = (0..n).take_while(|&i| on_irq(fps[i])).count();
+    check!(k >= 2, "cpu {c}'s walk: {k} frames on the IRQ stack");
+    check!(
+        n > k + 3,
+        "cpu {c}'s walk: {} frames on the task stack",
+        n - k
+    );
+    check!(
+        (k..n).all(|i| !on_irq(fps[i])),
+        "cpu {c}'s walk went back to the IRQ stack"
+    );
+    let isp = s.walk_isp.load(Relaxed);
+    check!(
+        fps[k] == isp + 16,
+        "cpu {c}'s walk crossed to {:#x}, not to the trampoline's record at interrupted_sp() \
+         {isp:#x} + 16",
+        fps[k]
+    );
+    check!(
+        (1..n).all(|i| i == k || fps[i] > fps[i - 1]),
+        "cpu {c}'s walk does not go upwards within a stack"
+    );
+    println!("check walk cpu {c}: ok {k} frames on the IRQ stack, {} on the task stack, crossing at interrupted_sp() + 16", n - k);
+}
+
 /// The boot hart, after its own share: waits for the others, prints the report, checks, exits.
 pub fn finish(harts: usize) -> ! {
     let mut spins = 0u64;
@@ -191,10 +326,6 @@ pub fn finish(harts: usize) -> ! {
         check!(spins < 2_000_000_000, "the other harts did not finish");
         core::hint::spin_loop();
     }
-    for c in 0..harts {
-        println!("hart: cpu {c} finished");
-    }
-    println!("cpu | ticks | switched | nested | softirq | softirq waits | top-slot checks | deepest IRQ stack use | lowest handler sp");
     for c in 0..harts {
         let s = &STATS[c];
         println!(
@@ -229,7 +360,10 @@ pub fn finish(harts: usize) -> ! {
         let depth = percpu::irq_stack_depth(c);
         check!(depth > 0 && depth < percpu::IRQ_STACK_SIZE, "cpu {c}: IRQ stack use {depth}");
     }
-    let _ = FRAME_SIZE;
+    check_stacks_distinct(harts);
+    for c in 0..harts {
+        check_walk(c);
+    }
     println!("all checks passed");
     hw::exit_pass()
 }
