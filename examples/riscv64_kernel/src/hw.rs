@@ -206,20 +206,26 @@ pub fn irq_disable() {
 pub fn irqs_enabled() -> bool {
     let s: usize;
     // SAFETY: reads sstatus into a register.
-    unsafe { core::arch::asm!("csrr {}, sstatus", out(reg) s, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("csrr {}, sstatus", out(reg) s, options(nomem, nostack, preserves_flags))
+    };
     s & SSTATUS_SIE != 0
 }
 
 /// Sets bits of `sie` (which interrupts may be taken).
 pub fn sie_set(bits: usize) {
     // SAFETY: sets bits of the sie CSR; no memory.
-    unsafe { core::arch::asm!("csrs sie, {}", in(reg) bits, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("csrs sie, {}", in(reg) bits, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Clears bits of `sie`.
 pub fn sie_clear(bits: usize) {
     // SAFETY: clears bits of the sie CSR; no memory.
-    unsafe { core::arch::asm!("csrc sie, {}", in(reg) bits, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("csrc sie, {}", in(reg) bits, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Waits for an interrupt with sstatus.SIE set (the idle loop's `wfi`): interrupts are taken

@@ -102,7 +102,10 @@ fn cpu_init(cpu: usize, hartid: usize) {
     percpu::init(cpu, hartid);
     trap::init();
     HART_OF_CPU[cpu].store(hartid, Ordering::SeqCst);
-    check!(percpu::hart_id() == hartid, "the per-CPU hart ID of cpu {cpu} is wrong");
+    check!(
+        percpu::hart_id() == hartid,
+        "the per-CPU hart ID of cpu {cpu} is wrong"
+    );
 }
 
 extern "C" fn kernel_main_boot(hartid: usize, dtb: usize) -> ! {

@@ -31,9 +31,11 @@ struct PercpuCopy([u8; PERCPU_COPY_SIZE]);
 
 /// The task (boot) stacks, one per hart; `_start` and `secondary_entry` take theirs.
 #[unsafe(no_mangle)]
-pub static mut TASK_STACKS: [TaskStack; MAX_HARTS] = [const { TaskStack([0; TASK_STACK_SIZE]) }; MAX_HARTS];
+pub static mut TASK_STACKS: [TaskStack; MAX_HARTS] =
+    [const { TaskStack([0; TASK_STACK_SIZE]) }; MAX_HARTS];
 static mut IRQ_STACKS: [IrqStack; MAX_HARTS] = [const { IrqStack([0; IRQ_STACK_SIZE]) }; MAX_HARTS];
-static mut PERCPU_COPIES: [PercpuCopy; MAX_HARTS] = [const { PercpuCopy([0; PERCPU_COPY_SIZE]) }; MAX_HARTS];
+static mut PERCPU_COPIES: [PercpuCopy; MAX_HARTS] =
+    [const { PercpuCopy([0; PERCPU_COPY_SIZE]) }; MAX_HARTS];
 
 unsafe extern "C" {
     static __percpu_start: u8;
@@ -149,7 +151,10 @@ pub fn irq_stack_in_use() -> bool {
 /// IRQ stack and records its top slot. Runs once per hart, with interrupts off.
 pub fn init(cpu: usize, hartid: usize) {
     // Only the addresses of the linker symbols are taken.
-    let (start, end) = (&raw const __percpu_start as usize, &raw const __percpu_end as usize);
+    let (start, end) = (
+        &raw const __percpu_start as usize,
+        &raw const __percpu_end as usize,
+    );
     let len = end - start;
     check!(
         len <= PERCPU_COPY_SIZE,

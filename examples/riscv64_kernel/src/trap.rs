@@ -34,7 +34,7 @@ pub struct TrapFrame {
 
 /// Bytes of the trap frame: a multiple of 16, so that `sp` stays 16-byte aligned (psABI).
 pub const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
-const _: () = assert!(FRAME_SIZE == 160 && FRAME_SIZE % 16 == 0);
+const _: () = assert!(FRAME_SIZE == 160 && FRAME_SIZE.is_multiple_of(16));
 
 // The offsets below follow `TrapFrame`. Each line keeps `sp` 16-byte aligned: it moves once, by
 // FRAME_SIZE, before any store. The unwinder the kernel uses is the frame-pointer walk: the
@@ -113,7 +113,10 @@ unsafe extern "C" {
 /// Points `stvec` at `trap_entry` (direct mode). Per hart, with interrupts off.
 pub fn init() {
     let entry = trap_entry as *const () as usize;
-    check!(entry % 4 == 0, "trap_entry {entry:#x} is not 4-byte aligned");
+    check!(
+        entry.is_multiple_of(4),
+        "trap_entry {entry:#x} is not 4-byte aligned"
+    );
     // SAFETY: stvec takes the 4-byte aligned entry with mode 0 (direct): every trap goes there.
     unsafe { core::arch::asm!("csrw stvec, {}", in(reg) entry, options(nomem, nostack)) };
 }
@@ -136,5 +139,8 @@ extern "C" fn trap_rust(frame: &mut TrapFrame) {
             frame as *const TrapFrame as usize + FRAME_SIZE
         );
     }
-    check!(!hw::irqs_enabled(), "trap_rust returns with interrupts enabled");
+    check!(
+        !hw::irqs_enabled(),
+        "trap_rust returns with interrupts enabled"
+    );
 }

@@ -7,7 +7,11 @@ use crate::hw;
 use crate::percpu::{self, IN_SOFTIRQ, IRQ_DEPTH, MAX_HARTS};
 use crate::trap::TrapFrame;
 
-pub const SCENARIO: &str = if cfg!(feature = "break-in-use") { "break-in-use" } else { "workload" };
+pub const SCENARIO: &str = if cfg!(feature = "break-in-use") {
+    "break-in-use"
+} else {
+    "workload"
+};
 
 /// Timer period: 1 ms at the 10 MHz timebase.
 const PERIOD: u64 = hw::TIMEBASE_HZ / 1000;
@@ -220,7 +224,7 @@ fn softirq(s: &Stats) {
     let runs = s.softirq_runs.fetch_add(1, Relaxed) + 1;
     let nested_before = s.nested.load(Relaxed);
     hw::irq_enable();
-    if runs % NEST_EVERY == 0 {
+    if runs.is_multiple_of(NEST_EVERY) {
         s.softirq_waits.fetch_add(1, Relaxed);
         let start = hw::now();
         while s.nested.load(Relaxed) == nested_before && hw::now() - start < 3 * PERIOD {
@@ -248,12 +252,17 @@ fn take_walk(s: &Stats) {
     let mut n = 0;
     while fp != 0 && n < WALK_MAX {
         check!(
-            fp % 8 == 0 && (irq.contains(&(fp - 16)) || task.contains(&(fp - 16))),
+            fp.is_multiple_of(8) && (irq.contains(&(fp - 16)) || task.contains(&(fp - 16))),
             "walk: frame pointer {fp:#x} is on neither of cpu {cpu}'s stacks"
         );
         // SAFETY: `fp - 16 .. fp` lies on one of this hart's stacks (checked), where the
         // function owning the frame stored its record.
-        let (prev, ra) = unsafe { (((fp - 16) as *const usize).read(), ((fp - 8) as *const usize).read()) };
+        let (prev, ra) = unsafe {
+            (
+                ((fp - 16) as *const usize).read(),
+                ((fp - 8) as *const usize).read(),
+            )
+        };
         s.walk_fp[n].store(fp, Relaxed);
         s.walk_ra[n].store(ra, Relaxed);
         n += 1;
@@ -315,7 +324,10 @@ fn check_walk(c: usize) {
         (1..n).all(|i| i == k || fps[i] > fps[i - 1]),
         "cpu {c}'s walk does not go upwards within a stack"
     );
-    println!("check walk cpu {c}: ok {k} frames on the IRQ stack, {} on the task stack, crossing at interrupted_sp() + 16", n - k);
+    println!(
+        "check walk cpu {c}: ok {k} frames on the IRQ stack, {} on the task stack, crossing at interrupted_sp() + 16",
+        n - k
+    );
 }
 
 /// The boot hart, after its own share: waits for the others, prints the report, checks, exits.
@@ -348,17 +360,30 @@ pub fn finish(harts: usize) -> ! {
             println!(
                 "walk: cpu {c} frame {i} fp {fp:#x} ra {:#x} stack {}",
                 s.walk_ra[i].load(Relaxed),
-                if irq.contains(&(fp - 16)) { "irq" } else { "task" }
+                if irq.contains(&(fp - 16)) {
+                    "irq"
+                } else {
+                    "task"
+                }
             );
         }
     }
     for c in 0..harts {
         let s = &STATS[c];
-        check!(s.ticks.load(Relaxed) >= TICKS_TARGET, "cpu {c}: too few ticks");
-        check!(s.nested.load(Relaxed) > 0, "cpu {c}: no tick nested in the softirq");
+        check!(
+            s.ticks.load(Relaxed) >= TICKS_TARGET,
+            "cpu {c}: too few ticks"
+        );
+        check!(
+            s.nested.load(Relaxed) > 0,
+            "cpu {c}: no tick nested in the softirq"
+        );
         check!(s.walk_len.load(Relaxed) > 0, "cpu {c}: no walk");
         let depth = percpu::irq_stack_depth(c);
-        check!(depth > 0 && depth < percpu::IRQ_STACK_SIZE, "cpu {c}: IRQ stack use {depth}");
+        check!(
+            depth > 0 && depth < percpu::IRQ_STACK_SIZE,
+            "cpu {c}: IRQ stack use {depth}"
+        );
     }
     check_stacks_distinct(harts);
     for c in 0..harts {
