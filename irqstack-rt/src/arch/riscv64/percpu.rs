@@ -35,7 +35,8 @@
 /// `tp = copy - template`: the same addition with the subtraction folded into `tp`. `tp` must
 /// hold the offset whenever interrupts can arrive (a kernel without user mode never changes
 /// it; one with user mode restores it in the trap entry, before any handler runs), and the
-/// variables must be within ±2 GiB of the code (any kernel with a medany image).
+/// variables must be within ±2 GiB of the code (any kernel with a medany image). It is for
+/// kernels only: in user space `tp` is the thread pointer of thread-local storage.
 ///
 /// # Linux-style kernels
 ///
