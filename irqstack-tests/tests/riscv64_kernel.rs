@@ -273,6 +273,8 @@ fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
         assert_eq!(f("switched") + f("nested"), f("ticks"), "{l}");
         assert!(f("switched") > 0 && f("nested") > 0, "{l}");
         assert_eq!(f("top_slot_checks"), f("switched"), "{l}");
+        // Debug build: the backend's `assert_irqs_disabled` hook ran before every claim.
+        assert_eq!(f("claims"), f("ticks"), "{l}");
         assert!(f("softirq") > 0 && f("waits") > 0, "{l}");
         let deepest = f("deepest");
         assert!(deepest > 0 && deepest < IRQ_STACK_SIZE / 2, "{l}");

@@ -125,12 +125,17 @@ pub fn task_stack(cpu: usize) -> core::ops::Range<usize> {
 /// What each CPU's IRQ stack top slot is, for the report (set by `init`).
 pub static TOP_SLOTS: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX_HARTS];
 
-/// `lockdep_assert_irqs_disabled()`: claims happen with interrupts off (debug builds).
+/// `lockdep_assert_irqs_disabled()`: claims happen with interrupts off. The library calls it
+/// before every claim in debug builds (the host test builds with `-Cdebug-assertions=yes`); it
+/// counts the calls, which the report compares with the ticks.
 pub fn assert_irqs_disabled() {
     check!(
         !crate::hw::irqs_enabled(),
         "IRQ stack claimed with interrupts enabled"
     );
+    crate::work::STATS[cpu_id()]
+        .claims
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }
 
 // The library's per-CPU backend: this hart's `irq_stack_ptr` / `irq_stack_inuse` copies,

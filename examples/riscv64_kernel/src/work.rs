@@ -33,6 +33,8 @@ pub struct Stats {
     /// Ticks that arrived on the IRQ stack (in the softirq) and ran in place.
     pub nested: AtomicU64,
     pub softirq_runs: AtomicU64,
+    /// Claims (the backend's `assert_irqs_disabled` hook runs before each in debug builds).
+    pub claims: AtomicU64,
     /// Softirq runs that waited for a nested tick.
     pub softirq_waits: AtomicU64,
     /// Switched ticks whose top slot was checked against the caller's stack pointer.
@@ -54,6 +56,7 @@ pub static STATS: [Stats; MAX_HARTS] = [const {
         switched: AtomicU64::new(0),
         nested: AtomicU64::new(0),
         softirq_runs: AtomicU64::new(0),
+        claims: AtomicU64::new(0),
         softirq_waits: AtomicU64::new(0),
         top_slot_checks: AtomicU64::new(0),
         min_sp: AtomicUsize::new(usize::MAX),
@@ -341,13 +344,14 @@ pub fn finish(harts: usize) -> ! {
     for c in 0..harts {
         let s = &STATS[c];
         println!(
-            "stats: cpu {c} ticks {} switched {} nested {} softirq {} waits {} top_slot_checks {} deepest {} min_sp {:#x}",
+            "stats: cpu {c} ticks {} switched {} nested {} softirq {} waits {} top_slot_checks {} claims {} deepest {} min_sp {:#x}",
             s.ticks.load(Relaxed),
             s.switched.load(Relaxed),
             s.nested.load(Relaxed),
             s.softirq_runs.load(Relaxed),
             s.softirq_waits.load(Relaxed),
             s.top_slot_checks.load(Relaxed),
+            s.claims.load(Relaxed),
             percpu::irq_stack_depth(c),
             s.min_sp.load(Relaxed),
         );
@@ -379,6 +383,12 @@ pub fn finish(harts: usize) -> ! {
             "cpu {c}: no tick nested in the softirq"
         );
         check!(s.walk_len.load(Relaxed) > 0, "cpu {c}: no walk");
+        check!(
+            !cfg!(debug_assertions) || s.claims.load(Relaxed) == s.ticks.load(Relaxed),
+            "cpu {c}: {} claims checked for {} ticks",
+            s.claims.load(Relaxed),
+            s.ticks.load(Relaxed)
+        );
         let depth = percpu::irq_stack_depth(c);
         check!(
             depth > 0 && depth < percpu::IRQ_STACK_SIZE,
