@@ -5,7 +5,8 @@
 //! `tp_percpu_backend!`), the top slot holding the interrupted stack pointer, ticks nested in
 //! place in the softirq, the deepest IRQ stack use, and the frame-pointer walk from the handler
 //! across the switch into the interrupted idle loop, resolved against the ELF's symbols. A
-//! negative boot (a softirq that clears the in-use flag) must fail in the kernel's checks.
+//! negative boot (a softirq that clears the in-use flag) must fail in the kernel's checks, and
+//! an overflow boot must fault on the (Sv39) guard page below the IRQ stack and be reported.
 //!
 //! Needs `qemu-system-riscv64` (with OpenSBI, Debian's `qemu-system-misc`) and the
 //! `riscv64gc-unknown-none-elf` target: without them each test prints a "skipped" line and
@@ -27,9 +28,10 @@ use std::time::{Duration, Instant};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// The SiFive test device's pass (`0x5555`) makes QEMU exit with 0; a failed check writes
-/// `(1 << 16) | 0x3333`, status 1.
+/// `(1 << 16) | 0x3333`, status 1; the overflow report `(3 << 16) | 0x3333`, status 3.
 const PASS_STATUS: i32 = 0;
 const FAIL_STATUS: i32 = 1;
+const OVERFLOW_STATUS: i32 = 3;
 /// A boot takes well under a second here; the kernel gives up by itself after 5 s of ticks.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const HARTS: usize = 2;
@@ -156,7 +158,7 @@ fn field(line: &str, key: &str) -> u64 {
     let mut words = line.split_whitespace();
     while let Some(w) = words.next() {
         if w == key {
-            let v = words.next().unwrap();
+            let v = words.next().unwrap().trim_end_matches(',');
             return match v.strip_prefix("0x") {
                 Some(h) => u64::from_str_radix(h, 16).unwrap(),
                 None => v.parse().unwrap(),
@@ -255,6 +257,8 @@ fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
         assert_eq!(field(harts[c], "cpu"), c as u64);
         assert_eq!(irq[c].end - irq[c].start, IRQ_STACK_SIZE, "{}", ctx());
         assert_eq!(field(harts[c], "top_slot"), irq[c].end - 16, "{}", ctx());
+        let guard = range(harts[c], "guard");
+        assert_eq!(guard, irq[c].start - 4096..irq[c].start, "{}", ctx());
         for d in 0..HARTS {
             let apart = |a: &Range<u64>, b: &Range<u64>| a.end <= b.start || b.end <= a.start;
             assert!(apart(&irq[c], &task[d]), "{}", ctx());
@@ -413,4 +417,43 @@ fn a_lost_in_use_flag_fails_the_kernels_checks() {
         ctx()
     );
     eprintln!("break-in-use boot ({:?}): {fail}", b.elapsed);
+}
+
+#[test]
+fn an_irq_stack_overflow_faults_on_the_guard_page_and_is_reported() {
+    if !tools_present() {
+        return;
+    }
+    // A timer handler on the last hart recurses (512-byte frames) until a store faults on the
+    // unmapped guard page below its IRQ stack; the trap entry sees sp there, moves to the
+    // hart's overflow stack and reports it (status 3).
+    let kernel = build("overflow", "overflow");
+    let b = boot(&kernel);
+    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
+    assert!(b.log.contains("scenario overflow"), "{}", ctx());
+    assert!(!b.log.contains("FAIL"), "{}", ctx());
+    let hart = b
+        .log
+        .lines()
+        .find(|l| l.starts_with(&format!("hart: cpu {} ", HARTS - 1)))
+        .unwrap_or_else(|| panic!("{}", ctx()));
+    let guard = range(hart, "guard");
+    let report = b
+        .log
+        .lines()
+        .find(|l| l.starts_with("IRQ stack overflow on cpu "))
+        .unwrap_or_else(|| panic!("no overflow report: {}", ctx()));
+    assert!(
+        report.starts_with(&format!("IRQ stack overflow on cpu {}:", HARTS - 1)),
+        "{report}"
+    );
+    let addr = field(report, "address");
+    let sp = field(report, "sp");
+    assert!(guard.contains(&addr), "{report}: {guard:#x?}");
+    assert!(sp < guard.end + 160, "{report}: {guard:#x?}");
+    // The faulting store is in the recursing function.
+    let name = resolve(&symbols(&kernel), field(report, "sepc") + 1);
+    assert!(name.contains("recurse"), "{report}: {name}");
+    eprintln!("overflow boot ({:?}): {report}", b.elapsed);
 }

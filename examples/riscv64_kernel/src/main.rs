@@ -7,6 +7,10 @@
 //! runs on the IRQ stack with interrupts enabled (`sstatus.SIE`), so that a further tick nests
 //! in place.
 //!
+//! Sv39 paging maps the machine one to one and leaves a guard page below each IRQ stack (mm.rs):
+//! the `overflow` boot recurses in a handler until it faults there, and the trap entry reports
+//! the overflow on the hart's overflow stack (status 3).
+//!
 //! It reports on the UART and exits through the SiFive test device: status 0 when every check
 //! passed, 1 on a failed check (`FAIL cpu N: ...` on the UART). `irqstack-tests/tests/
 //! riscv64_kernel.rs` builds it, boots it under a timeout and asserts the report.
@@ -19,6 +23,7 @@
 
 #[macro_use]
 mod hw;
+mod mm;
 mod percpu;
 mod trap;
 mod work;
@@ -28,7 +33,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use percpu::{MAX_HARTS, TASK_STACK_SIZE};
 
 /// The harts this kernel expects (QEMU `-smp 2`).
-const HARTS: usize = 2;
+pub const HARTS: usize = 2;
 /// Hart IDs probed for the second hart (QEMU `virt` numbers harts from 0).
 const HART_ID_PROBE: usize = 8;
 
@@ -99,8 +104,9 @@ unsafe extern "C" {
 
 /// Per hart, interrupts off: per-CPU area, trap entry.
 fn cpu_init(cpu: usize, hartid: usize) {
-    percpu::init(cpu, hartid);
     trap::init();
+    mm::enable();
+    percpu::init(cpu, hartid);
     HART_OF_CPU[cpu].store(hartid, Ordering::SeqCst);
     check!(
         percpu::hart_id() == hartid,
@@ -114,6 +120,7 @@ extern "C" fn kernel_main_boot(hartid: usize, dtb: usize) -> ! {
          scenario {}",
         work::SCENARIO
     );
+    mm::build();
     cpu_init(0, hartid);
     ONLINE.store(1, Ordering::SeqCst);
 
@@ -146,11 +153,15 @@ extern "C" fn kernel_main_boot(hartid: usize, dtb: usize) -> ! {
     for c in 0..HARTS {
         let irq = percpu::irq_stack(c);
         let task = percpu::task_stack(c);
+        let guard = percpu::guard(c);
         println!(
-            "hart: cpu {c} hartid {} irq_stack {:#x}-{:#x} task_stack {:#x}-{:#x} top_slot {:#x}",
+            "hart: cpu {c} hartid {} irq_stack {:#x}-{:#x} guard {:#x}-{:#x} task_stack \
+             {:#x}-{:#x} top_slot {:#x}",
             HART_OF_CPU[c].load(Ordering::SeqCst),
             irq.start,
             irq.end,
+            guard.start,
+            guard.end,
             task.start,
             task.end,
             percpu::TOP_SLOTS[c].load(Ordering::SeqCst)

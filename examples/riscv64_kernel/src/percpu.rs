@@ -7,10 +7,11 @@
 //! offset from the boot code on and nothing else writes it (Rust code never touches `tp` on a
 //! `no_std` target without thread-locals).
 //!
-//! The IRQ stacks are 16 KiB in `.bss`. There is no MMU here (satp = 0, physical addresses), so
-//! there is **no guard page** below them: an overflow would run into whatever lies below
-//! (the previous hart's IRQ stack). The kernel paints them and reports the deepest use instead
-//! (`irq_stack_depth`), which the host test bounds.
+//! The IRQ stacks are 16 KiB in `.bss`, each above a 4 KiB guard page that the kernel's Sv39
+//! page tables leave unmapped (mm.rs). An overflow faults there; the trap entry notices that
+//! the stack pointer lies in the guard (before it pushes anything, which would fault again),
+//! moves to this hart's overflow stack and reports it (the `overflow` boot). The kernel also
+//! paints the stacks and reports the deepest use (`irq_stack_depth`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -24,8 +25,19 @@ const PAINT: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
 #[repr(C, align(4096))]
 pub struct TaskStack(pub [u8; TASK_STACK_SIZE]);
+/// An IRQ stack with its guard page below it (only the layout is used: the fields are reached
+/// through addresses).
+#[allow(dead_code)]
 #[repr(C, align(4096))]
-pub struct IrqStack([u8; IRQ_STACK_SIZE]);
+pub struct GuardedIrqStack {
+    guard: [u8; GUARD_SIZE],
+    stack: [u8; IRQ_STACK_SIZE],
+}
+pub const GUARD_SIZE: usize = 4096;
+/// The stack the trap entry moves to when it finds `sp` in a guard page.
+pub const OVERFLOW_STACK_SIZE: usize = 4096;
+#[repr(C, align(16))]
+struct OverflowStack([u8; OVERFLOW_STACK_SIZE]);
 #[repr(C, align(64))]
 struct PercpuCopy([u8; PERCPU_COPY_SIZE]);
 
@@ -33,7 +45,14 @@ struct PercpuCopy([u8; PERCPU_COPY_SIZE]);
 #[unsafe(no_mangle)]
 pub static mut TASK_STACKS: [TaskStack; MAX_HARTS] =
     [const { TaskStack([0; TASK_STACK_SIZE]) }; MAX_HARTS];
-static mut IRQ_STACKS: [IrqStack; MAX_HARTS] = [const { IrqStack([0; IRQ_STACK_SIZE]) }; MAX_HARTS];
+static mut IRQ_STACKS: [GuardedIrqStack; MAX_HARTS] = [const {
+    GuardedIrqStack {
+        guard: [0; GUARD_SIZE],
+        stack: [0; IRQ_STACK_SIZE],
+    }
+}; MAX_HARTS];
+static mut OVERFLOW_STACKS: [OverflowStack; MAX_HARTS] =
+    [const { OverflowStack([0; OVERFLOW_STACK_SIZE]) }; MAX_HARTS];
 static mut PERCPU_COPIES: [PercpuCopy; MAX_HARTS] =
     [const { PercpuCopy([0; PERCPU_COPY_SIZE]) }; MAX_HARTS];
 
@@ -53,6 +72,15 @@ pub static mut irq_stack_ptr: usize = 0;
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".data.percpu")]
 pub static mut irq_stack_inuse: bool = false;
+/// The top of this hart's overflow stack (read by the trap entry).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.percpu")]
+pub static mut overflow_stack_top: usize = 0;
+/// Where the trap entry parks `t1` during its guard-page check (interrupts are off then, and the
+/// check cannot fault: no nesting).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.percpu")]
+pub static mut trap_scratch: usize = 0;
 /// This hart's CPU number (0 for the boot hart).
 #[unsafe(link_section = ".data.percpu")]
 static mut CPU_NUMBER: usize = usize::MAX;
@@ -112,8 +140,14 @@ pub fn hart_id() -> usize {
 
 /// The range of CPU `cpu`'s IRQ stack.
 pub fn irq_stack(cpu: usize) -> core::ops::Range<usize> {
-    let base = (&raw const IRQ_STACKS) as usize + cpu * IRQ_STACK_SIZE;
+    let base = guard(cpu).end;
     base..base + IRQ_STACK_SIZE
+}
+
+/// The range of CPU `cpu`'s guard page (unmapped, right below its IRQ stack).
+pub fn guard(cpu: usize) -> core::ops::Range<usize> {
+    let base = (&raw const IRQ_STACKS) as usize + cpu * core::mem::size_of::<GuardedIrqStack>();
+    base..base + GUARD_SIZE
 }
 
 /// The range of CPU `cpu`'s task stack.
@@ -186,6 +220,8 @@ pub fn init(cpu: usize, hartid: usize) {
     let tos = stack.end - irqstack::TOP_SLOT_OFFSET;
     TOP_SLOTS[cpu].store(tos, Ordering::SeqCst);
     write(&raw mut irq_stack_ptr, tos);
+    let ovf = (&raw const OVERFLOW_STACKS) as usize + (cpu + 1) * OVERFLOW_STACK_SIZE;
+    write(&raw mut overflow_stack_top, ovf);
 }
 
 /// The deepest use of CPU `cpu`'s IRQ stack in bytes: from the top down to the lowest word that

@@ -4,17 +4,19 @@
 //!
 //! Which stack: the interrupted one. This kernel has no user mode, so every trap comes from
 //! S-mode on a valid kernel stack (a task stack, or the IRQ stack when a tick nests in the
-//! softirq), and `sp` can be used as it is: `sscratch` is not needed. (Linux swaps `sp` with
-//! `sscratch` because a trap from U-mode arrives with the user's `sp`; with `sscratch = 0` in the
-//! kernel it tells the two apart. A kernel with user mode would do the same and find its kernel
-//! stack in the per-CPU area.) Nested ticks therefore push their frame on the IRQ stack, below
-//! the softirq's frames, which is "nesting in place".
+//! softirq), and `sp` can be used as it is: no stack swap through `sscratch`. (Linux swaps `sp`
+//! with `sscratch` because a trap from U-mode arrives with the user's `sp`; with `sscratch = 0`
+//! in the kernel it tells the two apart. A kernel with user mode would do the same and find its
+//! kernel stack in the per-CPU area.) Nested ticks therefore push their frame on the IRQ stack,
+//! below the softirq's frames, which is "nesting in place". Only an overflowed IRQ stack is not
+//! usable: the entry checks for it first (using `sscratch` and a per-CPU slot as scratch) and
+//! moves to the hart's overflow stack.
 //!
 //! `tp` (the per-CPU offset) and `gp` are not saved: nothing but the boot code writes them.
 //! `s0..s11` are callee-saved, so `trap_rust` preserves them; the entry saves `s0` only to
 //! restore it after using it as the frame pointer of the record.
 
-use crate::hw;
+use crate::{hw, percpu};
 
 /// The registers the entry saves, at the stack pointer it passes to `trap_rust`.
 #[repr(C)]
@@ -45,6 +47,31 @@ core::arch::global_asm!(
     // stvec in direct mode takes a 4-byte aligned address (its low two bits are the mode).
     ".p2align 2",
     "trap_entry:",
+    // The guard-page check, before anything is pushed: if sp lies in the guard page below this
+    // hart's IRQ stack, or so close above it that the frame would reach it, pushing would fault
+    // again, forever. t0 goes to sscratch (unused otherwise in this kernel), t1 to this hart's
+    // `trap_scratch` slot; interrupts are off and none of this can fault, so neither is
+    // overwritten before it is restored.
+    "csrw sscratch, t0",
+    "lla t0, {scratch}",
+    "add t0, t0, tp",
+    "sd t1, 0(t0)",
+    // d = sp - top slot. The stack base is top slot + TOP_SLOT_OFFSET - 16 KiB, the guard the
+    // 4 KiB below: overflow iff guard start <= sp < base + frame size, i.e. (unsigned)
+    // d - (guard start - top slot) < guard size + frame size. A hart without an IRQ stack
+    // (top slot 0) never matches: d is then sp itself.
+    "lla t0, {stack_ptr}",
+    "add t0, t0, tp",
+    "ld t0, 0(t0)",
+    "sub t0, sp, t0",
+    "li t1, {below}",
+    "add t0, t0, t1",
+    "li t1, {span}",
+    "bltu t0, t1, .Ltrap_stack_overflow",
+    "lla t0, {scratch}",
+    "add t0, t0, tp",
+    "ld t1, 0(t0)",
+    "csrr t0, sscratch",
     // The frame, on the interrupted stack (see the module doc).
     "addi sp, sp, -{size}",
     "sd ra, 0(sp)",
@@ -101,10 +128,53 @@ core::arch::global_asm!(
     "ld t6, 120(sp)",
     "addi sp, sp, {size}",
     "sret",
+    // Overflow: this hart's overflow stack, then the report (it does not return).
+    ".Ltrap_stack_overflow:",
+    "mv a0, sp",
+    "lla t0, {overflow_top}",
+    "add t0, t0, tp",
+    "ld sp, 0(t0)",
+    "csrr a1, sepc",
+    "csrr a2, stval",
+    "csrr a3, scause",
+    "call {overflow}",
+    "j .Ltrap_stack_overflow",
     ".popsection",
     size = const FRAME_SIZE,
     rust = sym trap_rust,
+    scratch = sym percpu::trap_scratch,
+    stack_ptr = sym percpu::irq_stack_ptr,
+    overflow_top = sym percpu::overflow_stack_top,
+    overflow = sym stack_overflow,
+    below = const GUARD_BELOW_TOP_SLOT,
+    span = const percpu::GUARD_SIZE + FRAME_SIZE,
 );
+
+/// Distance from the top slot down to the guard page's start.
+const GUARD_BELOW_TOP_SLOT: usize =
+    percpu::IRQ_STACK_SIZE - irqstack::TOP_SLOT_OFFSET + percpu::GUARD_SIZE;
+
+/// The trap entry found `sp` in (or within a frame of) this hart's guard page: reports the
+/// overflow on the overflow stack and ends the run with status 3.
+extern "C" fn stack_overflow(sp: usize, sepc: usize, stval: usize, scause: usize) -> ! {
+    let cpu = percpu::cpu_id();
+    let guard = percpu::guard(cpu);
+    // A store (15) or load (13) page fault on the guard itself is the expected overflow.
+    check!(
+        (scause == 15 || scause == 13) && guard.contains(&stval),
+        "trap with sp {sp:#x} near the guard page {guard:#x?}, but scause {scause:#x}, stval \
+         {stval:#x}"
+    );
+    hw::print_locked(
+        format_args!(
+            "IRQ stack overflow on cpu {cpu}: sp {sp:#x}, fault address {stval:#x} in the guard \
+             page {:#x}-{:#x}, sepc {sepc:#x}\n",
+            guard.start, guard.end
+        ),
+        true,
+    );
+    hw::exit_fail(3)
+}
 
 unsafe extern "C" {
     fn trap_entry();

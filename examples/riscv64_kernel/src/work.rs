@@ -9,6 +9,8 @@ use crate::trap::TrapFrame;
 
 pub const SCENARIO: &str = if cfg!(feature = "break-in-use") {
     "break-in-use"
+} else if cfg!(feature = "overflow") {
+    "overflow"
 } else {
     "workload"
 };
@@ -205,6 +207,13 @@ fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
     } else {
         hw::sbi_set_timer(hw::now() + PERIOD);
     }
+    // The `overflow` boot: the last hart's 20th tick recurses on the IRQ stack until it runs
+    // into the guard page.
+    if cfg!(feature = "overflow") && cpu == crate::HARTS - 1 && ticks == 20 {
+        println!("overflow: cpu {cpu} recursing on its IRQ stack");
+        let depth = recurse(0);
+        fail!("recursed {depth} levels on the IRQ stack without reaching the guard page");
+    }
     if !nested && ticks >= 10 && s.walk_len.load(Relaxed) == 0 {
         s.walk_isp.store(isp, Relaxed);
         take_walk(s);
@@ -212,6 +221,22 @@ fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
     if !nested && !finished && !percpu::read(&raw mut IN_SOFTIRQ) {
         softirq(s);
     }
+}
+
+/// 512 bytes of frame per level (written, so that every page below is touched in turn), 64
+/// levels: twice the IRQ stack.
+#[inline(never)]
+fn recurse(level: usize) -> usize {
+    let mut buf = [0u8; 512];
+    // SAFETY: a volatile write into this frame's own buffer, so that the frame is really used.
+    unsafe { core::ptr::write_volatile(&raw mut buf[level % 512], level as u8) };
+    if level == 64 {
+        return level;
+    }
+    let r = recurse(level + 1);
+    // Not a tail call: the frame stays.
+    core::hint::black_box(&buf);
+    r
 }
 
 /// `do_softirq` at the end of a tick: on the IRQ stack with interrupts enabled. Every
