@@ -217,6 +217,30 @@ fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
         .unwrap_or_else(|| format!("?{addr:#x}"))
 }
 
+/// `a::b::c` for a legacy-mangled Rust name (`_ZN1a1b1c17h<hash>E`), without the hash; other
+/// names as they are.
+fn demangle(name: &str) -> String {
+    let Some(mut rest) = name.strip_prefix("_ZN").and_then(|r| r.strip_suffix('E')) else {
+        return name.to_owned();
+    };
+    let mut parts = Vec::new();
+    while let Some(digits) = rest.find(|c: char| !c.is_ascii_digit()).filter(|&n| n > 0) {
+        let len: usize = rest[..digits].parse().unwrap();
+        let Some(part) = rest.get(digits..digits + len) else {
+            return name.to_owned();
+        };
+        parts.push(part);
+        rest = &rest[digits + len..];
+    }
+    if parts
+        .last()
+        .is_some_and(|p| p.starts_with('h') && p.len() == 17)
+    {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
 /// Everything a passing workload boot must show; returns the walk of hart 0 with names.
 fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
     let log = &b.log;
@@ -309,7 +333,7 @@ fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
         let shown: Vec<String> = names
             .iter()
             .zip(&kinds)
-            .map(|(n, k)| format!("{k} {n}"))
+            .map(|(n, k)| format!("{k} {}", demangle(n)))
             .collect();
         let expect: [&[&str]; 8] = [
             &["timer_tick", "__irqstack_body"],
