@@ -25,6 +25,10 @@
 //! The user-space backend (feature `std`, on by default) gives each thread a guard-paged IRQ
 //! stack created on first use. Kernel crates turn `std` off and plug in their per-CPU data.
 //!
+//! Targets: x86-64 has everything; `aarch64-unknown-linux-gnu` and `riscv64gc-unknown-linux-gnu`
+//! have the user-space API (each with a trampoline after its architecture's Linux
+//! `call_on_irq_stack`); other architectures stop the build with an error naming these three.
+//!
 //! # Cargo features
 //!
 //! - `std` (default): the user-space backend.
@@ -285,6 +289,8 @@ macro_rules! instr_end_insn {
 pub use irqstack_rt::linux_percpu_backend;
 #[cfg(target_arch = "riscv64")]
 pub use irqstack_rt::tp_percpu_backend;
+#[cfg(target_arch = "aarch64")]
+pub use irqstack_rt::tpidr_percpu_backend;
 pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 
 /// What generated code names. Not a public API: it changes without notice.
