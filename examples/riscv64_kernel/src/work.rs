@@ -50,6 +50,8 @@ pub struct Stats {
     pub walk_fp: [AtomicUsize; WALK_MAX],
     pub walk_ra: [AtomicUsize; WALK_MAX],
     pub done: AtomicBool,
+    /// `run_on_irqstack` ran its closure on this hart's IRQ stack.
+    pub closure_checked: AtomicBool,
 }
 
 pub static STATS: [Stats; MAX_HARTS] = [const {
@@ -67,6 +69,7 @@ pub static STATS: [Stats; MAX_HARTS] = [const {
         walk_fp: [const { AtomicUsize::new(0) }; WALK_MAX],
         walk_ra: [const { AtomicUsize::new(0) }; WALK_MAX],
         done: AtomicBool::new(false),
+        closure_checked: AtomicBool::new(false),
     }
 }; MAX_HARTS];
 
@@ -76,6 +79,27 @@ fn stats() -> &'static Stats {
 
 /// Each hart: ticks until it has done its share, in the idle loop (`wfi` with interrupts on).
 pub fn cpu_main(cpu: usize) {
+    // The closure form once, interrupts still off: it switches to this hart's IRQ stack too.
+    let (sp, active, isp) = irqstack::run_on_irqstack(|| {
+        (
+            hw::sp(),
+            irqstack::irqstack_active(),
+            irqstack::interrupted_sp(),
+        )
+    });
+    check!(
+        percpu::irq_stack(cpu).contains(&sp) && active,
+        "run_on_irqstack: closure ran at sp {sp:#x}, irqstack_active() {active}"
+    );
+    check!(
+        isp.is_some_and(|isp| percpu::task_stack(cpu).contains(&isp)),
+        "run_on_irqstack: interrupted_sp() {isp:#x?} is not on cpu {cpu}'s task stack"
+    );
+    check!(
+        !percpu::irq_stack_in_use() && !irqstack::irqstack_active(),
+        "run_on_irqstack: the IRQ stack is still claimed after it"
+    );
+    STATS[cpu].closure_checked.store(true, SeqCst);
     hw::sbi_set_timer(hw::now() + PERIOD);
     hw::sie_set(hw::SIE_STIE);
     idle_loop(cpu);
@@ -223,13 +247,20 @@ fn timer_tick(frame_addr: usize, caller_sp: usize, nested: bool) {
     }
 }
 
-/// 512 bytes of frame per level (written, so that every page below is touched in turn), 64
-/// levels: twice the IRQ stack.
+/// 512 bytes of frame per level, 64 levels: twice the IRQ stack. The buffer is not initialized
+/// (no `memset` call): the prologue's `sd ra` and one byte per level write the frames, so the
+/// first store into the guard page is made by this function itself.
 #[inline(never)]
 fn recurse(level: usize) -> usize {
-    let mut buf = [0u8; 512];
-    // SAFETY: a volatile write into this frame's own buffer, so that the frame is really used.
-    unsafe { core::ptr::write_volatile(&raw mut buf[level % 512], level as u8) };
+    let mut buf = core::mem::MaybeUninit::<[u8; 512]>::uninit();
+    // SAFETY: a volatile write of one byte into this frame's own buffer, so that the frame is
+    // really used.
+    unsafe {
+        core::ptr::write_volatile(
+            buf.as_mut_ptr().cast::<u8>().wrapping_add(level % 512),
+            level as u8,
+        )
+    };
     if level == 64 {
         return level;
     }
@@ -409,8 +440,8 @@ pub fn finish(harts: usize) -> ! {
         );
         check!(s.walk_len.load(Relaxed) > 0, "cpu {c}: no walk");
         check!(
-            !cfg!(debug_assertions) || s.claims.load(Relaxed) == s.ticks.load(Relaxed),
-            "cpu {c}: {} claims checked for {} ticks",
+            !cfg!(debug_assertions) || s.claims.load(Relaxed) == s.ticks.load(Relaxed) + 1,
+            "cpu {c}: {} claims checked for {} ticks and one run_on_irqstack",
             s.claims.load(Relaxed),
             s.ticks.load(Relaxed)
         );
@@ -420,6 +451,13 @@ pub fn finish(harts: usize) -> ! {
             "cpu {c}: IRQ stack use {depth}"
         );
     }
+    for c in 0..harts {
+        check!(
+            STATS[c].closure_checked.load(SeqCst),
+            "cpu {c}: run_on_irqstack not checked"
+        );
+    }
+    println!("check run_on_irqstack: ok on every hart");
     check_stacks_distinct(harts);
     for c in 0..harts {
         check_walk(c);
