@@ -19,12 +19,12 @@ mod pieces;
 #[cfg(feature = "call-padding")]
 compile_error!(
     "irqstack: feature `call-padding` is supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
 #[cfg(feature = "inline-switch")]
 compile_error!(
     "irqstack: feature `inline-switch` is supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
 #[cfg(feature = "linux-percpu")]
 compile_error!(
@@ -41,5 +41,5 @@ compile_error!(
 compile_error!(
     "irqstack: the kernel-build features (`kernel-abi`, `rethunk`, `sls`, `ibt`, \
      `objtool-legacy-hints`) are supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
