@@ -50,7 +50,7 @@ struct Uart;
 impl Write for Uart {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for b in s.bytes() {
-            // SAFETY: the UART's registers are MMIO at a fixed physical address (no MMU); byte
+            // SAFETY: the UART's registers are MMIO at a fixed address (identity-mapped); byte
             // accesses, volatile so that each one reaches the device.
             unsafe {
                 while (core::ptr::read_volatile((UART + UART_LSR) as *const u8) & LSR_THRE) == 0 {}
