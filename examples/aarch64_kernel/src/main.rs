@@ -7,18 +7,21 @@
 //! (percpu.rs); every few ticks the handler runs a softirq with IRQs unmasked, so that a
 //! further tick nests in place on the IRQ stack.
 //!
-//! Checks, in every tick: the per-CPU data is this CPU's (its number matches MPIDR_EL1), the
-//! handler runs on this CPU's own IRQ stack; a switched tick finds the interrupted sp in the top
-//! slot (`interrupted_sp()`), on its task stack, just below the entry frame; a nested tick runs
-//! in place, below the frame of the entry it interrupted. Once per CPU, a frame-record walk from
+//! Checks, in every tick: the per-CPU data is this CPU's (its number matches MPIDR_EL1; before
+//! the switch, and again inside the handler), the handler runs on this CPU's own IRQ stack; a
+//! switched tick finds the interrupted sp in the top slot (`interrupted_sp()`), on its task
+//! stack, just below the entry frame; a nested tick runs in place, below the frame of the entry
+//! it interrupted. Once per CPU, a frame-record walk from
 //! inside the handler into the interrupted code. At the end: counts per CPU, the deepest IRQ
 //! stack use. Reports on the PL011 and exits through semihosting: status 33 when every check
 //! passed, 35 on any failure.
 //!
 //! Command line (`-append`, read from the DTB's `/chosen/bootargs`): `fault=inuse` (the softirq
 //! clears the in-use flag early: a nested tick switches to the top of a stack in use, which must
-//! fail the run), `fault=shared` (CPU 1 gets CPU 0's per-CPU offset: its ticks run on CPU 0's
-//! IRQ stack, which must fail the run).
+//! fail the run), `fault=shared` (CPU 1 gets CPU 0's per-CPU offset: its ticks would claim CPU
+//! 0's IRQ stack; the check before every claim fails the run at CPU 1's first tick, before the
+//! switch), `fault=stray` (CPU 1's IRQ stack pointer points at a stack no CPU owns: its first
+//! switched tick runs there, and the handler's check of the stack it runs on fails the run).
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -107,6 +110,7 @@ enum Fault {
     None,
     InUse,
     Shared,
+    Stray,
 }
 static FAULT: AtomicUsize = AtomicUsize::new(Fault::None as usize);
 
@@ -114,6 +118,7 @@ fn fault() -> Fault {
     match FAULT.load(Ordering::Relaxed) {
         1 => Fault::InUse,
         2 => Fault::Shared,
+        3 => Fault::Stray,
         _ => Fault::None,
     }
 }
@@ -131,6 +136,7 @@ fn parse_cmdline() {
         let f = match word {
             b"fault=inuse" => Fault::InUse,
             b"fault=shared" => Fault::Shared,
+            b"fault=stray" => Fault::Stray,
             _ => fail!(
                 "unknown command line word {:?}",
                 core::str::from_utf8(word).unwrap_or("(not UTF-8)")
@@ -232,6 +238,9 @@ fn cpu_setup(cpu: usize) {
         cpu
     };
     percpu::init(cpu, offset_of);
+    if fault() == Fault::Stray && cpu == 1 {
+        percpu::point_at_stray_stack(cpu);
+    }
     hw::gic_cpu_init();
     ONLINE.fetch_add(1, Ordering::SeqCst);
 }
@@ -280,6 +289,7 @@ fn own_stack_softirq(cpu: usize) {
     let task = percpu::task_stack(cpu);
     let before = s.own_stack_nested.load(Ordering::Relaxed);
     hw::irq_disable();
+    check_percpu_before_claim(cpu, "run_on_irqstack");
     irqstack::run_on_irqstack(|| {
         let own = percpu::irq_stack(cpu);
         let sp = hw::sp();
@@ -329,7 +339,31 @@ fn maybe_stop() {
 #[unsafe(no_mangle)]
 extern "C" fn irq_entry_rust(frame: *mut boot::Frame) {
     let cpu = hw::mpidr_cpu();
+    check_percpu_before_claim(cpu, "IRQ entry");
     handle_irq(frame as usize, cpu);
+}
+
+/// Before every claim of the IRQ stack (the IRQ entry, `run_on_irqstack` in the idle loop), still
+/// on the stack the CPU runs on: the per-CPU data the backend claims from must be this CPU's.
+///
+/// The backend's claim is a plain load, test and store of the in-use flag, sound because only
+/// the owning CPU touches its copy with IRQs masked. A CPU holding another CPU's per-CPU offset
+/// (the `fault=shared` boot) breaks that: when both CPUs' timers fire together, both read the
+/// flag clear and both switch to the top of the same stack, each overwriting the other's
+/// frames and saved return addresses. The checks inside the handler then come too late: they
+/// run on the shared stack, and either CPU may report first, garbled, or jump into the stack
+/// (an "unknown reason" exception, EC 0) before it reports at all. Checked here, the first tick
+/// of such a CPU fails the run with this report, every time, before it touches the other CPU's
+/// stack.
+fn check_percpu_before_claim(cpu: usize, at: &str) {
+    let says = percpu::this_cpu();
+    check!(
+        says == cpu,
+        "CPU {cpu}: before the switch ({at}), its per-CPU data says CPU {says} (tpidr_el1 {:#x}, \
+         top slot {:#x}): it would claim another CPU's IRQ stack",
+        hw::tpidr_el1(),
+        percpu::this_cpu_stack_ptr()
+    );
 }
 
 /// The IRQ handler, on this CPU's IRQ stack (or in place when it nests there): acknowledge,

@@ -64,6 +64,13 @@ struct IrqStacks([[u8; IRQ_STACK_SIZE]; MAX_CPUS]);
 #[unsafe(link_section = ".bss.irq_stacks")]
 static mut IRQ_STACKS: IrqStacks = IrqStacks([[0; IRQ_STACK_SIZE]; MAX_CPUS]);
 
+/// The stack the `fault=stray` boot points CPU 1's per-CPU IRQ stack pointer at: no CPU's own,
+/// used by no one else (so running on it corrupts nothing before the handler's check reports).
+#[unsafe(link_section = ".bss.irq_stacks")]
+static mut STRAY_STACK: StrayStack = StrayStack([0; IRQ_STACK_SIZE]);
+#[repr(C, align(4096))]
+struct StrayStack([u8; IRQ_STACK_SIZE]);
+
 fn template() -> (usize, usize) {
     (
         addr_of!(__percpu_start) as usize,
@@ -111,7 +118,8 @@ unsafe fn write_copy<T>(cpu: usize, var: *const T, value: T) {
 /// Sets up CPU `cpu` (called on that CPU, IRQs masked): paints its IRQ stack, copies the
 /// per-CPU template, fills in its IRQ stack pointer and number, and loads `tpidr_el1` with the
 /// offset of CPU `offset_of` (its own, except in the `fault=shared` boot, where CPU 1 takes CPU
-/// 0's and so uses CPU 0's per-CPU data, IRQ stack included).
+/// 0's and so would use CPU 0's per-CPU data, IRQ stack included; main.rs's check before every
+/// claim stops it at its first tick).
 pub fn init(cpu: usize, offset_of: usize) {
     let (start, end) = template();
     check!(
@@ -133,6 +141,23 @@ pub fn init(cpu: usize, offset_of: usize) {
         write_copy(cpu, &raw const CPU_NUMBER, cpu);
     }
     crate::hw::set_tpidr_el1(offset(offset_of));
+}
+
+/// The `fault=stray` boot (called on CPU `cpu` after `init`, IRQs masked): points this CPU's IRQ
+/// stack pointer at the top slot of a stack that is not its own, as a kernel that computed it
+/// wrongly would. Its per-CPU data is its own otherwise, so the check before the claim passes,
+/// the backend switches to that stack, and the handler's check of the stack it runs on catches
+/// it.
+pub fn point_at_stray_stack(cpu: usize) {
+    let base = addr_of!(STRAY_STACK) as usize;
+    // SAFETY: this CPU's own copy, not in use yet (IRQs masked, no claim has happened).
+    unsafe {
+        write_copy(
+            cpu,
+            &raw const IRQ_STACK_PTR,
+            base + IRQ_STACK_SIZE - irqstack::TOP_SLOT_OFFSET,
+        )
+    };
 }
 
 /// Reads this CPU's copy of a per-CPU `usize` (the `ldr_this_cpu` sequence).
