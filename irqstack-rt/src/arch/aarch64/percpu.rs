@@ -33,7 +33,11 @@
 /// The offset register is readable at EL1 and above only: the backend is for kernels (at EL0
 /// the `mrs` traps). Claim and release are a load, a test and a byte store, correct because
 /// interrupts are masked on the owning CPU while they run (the trait's contract); no atomic
-/// instruction is needed.
+/// instruction is needed. That makes each CPU's own offset a precondition: two CPUs holding the
+/// same offset can both read the flag clear and switch to the same stack at once. A kernel that
+/// wants to catch such a bug checks before the switch that its per-CPU data names the CPU it
+/// runs on (as `examples/aarch64_kernel` does at IRQ entry), not only inside the handler, which
+/// already runs on the shared stack.
 ///
 /// ```no_run
 /// # #[cfg(target_arch = "aarch64")]
