@@ -502,6 +502,47 @@ fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
     );
 }
 
+/// A negative boot's log must hold the kernel's one report: status 35, no PASS, exactly one
+/// `FAIL` (no second CPU reporting, no garbled or recursive report) and no exception. Returns
+/// that line.
+fn single_report(b: &Boot) -> &str {
+    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
+    assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
+    let fails: Vec<&str> = b.log.lines().filter(|l| l.contains("FAIL")).collect();
+    assert_eq!(fails.len(), 1, "one report, and only one: {}", ctx());
+    assert_eq!(b.log.matches("FAIL").count(), 1, "{}", ctx());
+    assert!(!b.log.contains("unexpected exception"), "{}", ctx());
+    fails[0]
+}
+
+/// `fault=shared`: CPU 1's check before the claim, naming CPU 0's per-CPU data.
+fn assert_shared_report(b: &Boot) {
+    let line = single_report(b);
+    assert!(
+        line.starts_with(
+            "FAIL: CPU 1: before the switch (IRQ entry), its per-CPU data says CPU 0 (tpidr_el1 "
+        ) && line.ends_with("): it would claim another CPU's IRQ stack"),
+        "{}",
+        b.log
+    );
+}
+
+/// `fault=stray`: CPU 1's handler check, "FAIL: CPU 1: handler runs with sp S, outside its IRQ
+/// stack L..H", with S really outside the 16 KiB L..H.
+fn assert_stray_report(b: &Boot) {
+    let line = single_report(b);
+    let parse = || -> Option<(u64, u64, u64)> {
+        let rest = line.strip_prefix("FAIL: CPU 1: handler runs with sp ")?;
+        let (sp, range) = rest.split_once(", outside its IRQ stack ")?;
+        let (lo, hi) = range.split_once("..")?;
+        let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+        Some((hex(sp)?, hex(lo)?, hex(hi)?))
+    };
+    let (sp, lo, hi) = parse().unwrap_or_else(|| panic!("not the stack check: {}", b.log));
+    assert!(hi - lo == 16 * 1024 && !(lo..hi).contains(&sp), "{}", b.log);
+}
+
 /// A negative boot: `fault=shared` gives CPU 1 CPU 0's per-CPU offset, so its ticks would claim
 /// CPU 0's IRQ stack. The kernel's check before every claim (at IRQ entry, on the interrupted
 /// stack) must catch it at CPU 1's first tick, before the switch, with its own single report.
@@ -518,21 +559,7 @@ fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
         return;
     }
     let kernel = build();
-    let b = boot(&kernel, "fault=shared");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
-    assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
-    assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
-    let fails: Vec<&str> = b.log.lines().filter(|l| l.contains("FAIL")).collect();
-    assert_eq!(fails.len(), 1, "one report, and only one: {}", ctx());
-    assert_eq!(b.log.matches("FAIL").count(), 1, "{}", ctx());
-    assert!(
-        fails[0].starts_with(
-            "FAIL: CPU 1: before the switch (IRQ entry), its per-CPU data says CPU 0 (tpidr_el1 "
-        ) && fails[0].ends_with("): it would claim another CPU's IRQ stack"),
-        "{}",
-        ctx()
-    );
-    assert!(!b.log.contains("unexpected exception"), "{}", ctx());
+    assert_shared_report(&boot(&kernel, "fault=shared"));
 }
 
 /// A negative boot: `fault=stray` points CPU 1's per-CPU IRQ stack pointer at a stack no CPU
@@ -545,27 +572,29 @@ fn arm64_kernel_fails_when_a_cpu_switches_to_a_stack_not_its_own() {
         return;
     }
     let kernel = build();
-    let b = boot(&kernel, "fault=stray");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
-    assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
-    assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
-    let fails: Vec<&str> = b.log.lines().filter(|l| l.contains("FAIL")).collect();
-    assert_eq!(fails.len(), 1, "one report, and only one: {}", ctx());
-    assert_eq!(b.log.matches("FAIL").count(), 1, "{}", ctx());
-    // "FAIL: CPU 1: handler runs with sp S, outside its IRQ stack L..H", S really outside.
-    let rest = fails[0]
-        .strip_prefix("FAIL: CPU 1: handler runs with sp ")
-        .unwrap_or_else(|| panic!("{}", ctx()));
-    let (sp, range) = rest
-        .split_once(", outside its IRQ stack ")
-        .unwrap_or_else(|| panic!("{}", ctx()));
-    let (lo, hi) = range
-        .split_once("..")
-        .unwrap_or_else(|| panic!("{}", ctx()));
-    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-    let (sp, lo, hi) = (hex(sp), hex(lo), hex(hi));
-    assert!(hi - lo == 16 * 1024 && !(lo..hi).contains(&sp), "{}", ctx());
-    assert!(!b.log.contains("unexpected exception"), "{}", ctx());
+    assert_stray_report(&boot(&kernel, "fault=stray"));
+}
+
+/// The two CPU-1 negative boots, many times (`IRQSTACK_ARM64_BOOTS`, default 100 each; about
+/// 0.3 s a boot here): each must give the same single report every time. Ignored (a minute or
+/// more); run it under load to look for races:
+/// `cargo test -p irqstack-tests --test aarch64_kernel -- --ignored --nocapture`.
+#[test]
+#[ignore = "boots the kernel hundreds of times"]
+fn arm64_negative_boots_give_the_same_report_every_time() {
+    if !tools_present() {
+        return;
+    }
+    let n: usize = std::env::var("IRQSTACK_ARM64_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let kernel = build();
+    for i in 0..n {
+        eprintln!("round {} of {n}", i + 1);
+        assert_shared_report(&boot(&kernel, "fault=shared"));
+        assert_stray_report(&boot(&kernel, "fault=stray"));
+    }
 }
 
 /// Bad input: an unknown command line word is reported and fails the run (no panic, no hang).
