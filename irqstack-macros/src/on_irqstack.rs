@@ -219,20 +219,59 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         quote!(#unsafety #abi #fn_token #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
     };
 
+    // The dispatch and the first-use path: plain Rust functions with the wrapper's parameters
+    // (no ABI, never `unsafe`: the body call inside is wrapped where needed).
+    let inner_sig = |name: &str| {
+        let ident = syn::Ident::new(name, Span::call_site());
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let output = &sig.output;
+        quote!(fn #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
+    };
+    let dispatch_sig = inner_sig("__irqstack_dispatch");
+    let first_use_sig = inner_sig("__irqstack_first_use");
+    let names = &info.names;
+
     quote! {
         #(#attrs)*
         #inline
         #allow_unreachable
         #vis #wrapper_sig {
             #body_fn
-            match #krate::__private::try_enter() {
-                ::core::option::Option::Some(__irqstack_switch) => {
-                    #switched
-                }
-                ::core::option::Option::None => {
-                    #in_place
+            // Claim the IRQ stack and switch to it, or run in place. Inlined into the wrapper
+            // (and into `__irqstack_first_use`, std builds only).
+            #[allow(clippy::too_many_arguments)]
+            #[inline(always)]
+            #allow_unreachable
+            #dispatch_sig {
+                match #krate::__private::enter() {
+                    #krate::__private::Entered::Switch(__irqstack_switch) => {
+                        #switched
+                    }
+                    #krate::__private::Entered::InPlace => {
+                        #in_place
+                    }
+                    // The thread's first use (std builds; the kernel backend's `FirstUse` is
+                    // uninhabited, so none of this is compiled there). A tail call: the
+                    // arguments stay in their registers and the wrapper keeps nothing live
+                    // across a call on this path.
+                    #[allow(unreachable_patterns)]
+                    #krate::__private::Entered::FirstUse(__irqstack_first) => {
+                        __irqstack_first.run(move || __irqstack_first_use(#(#names),*))
+                    }
                 }
             }
+            // Create the IRQ stack, then dispatch again (it never comes back here: the stack
+            // then exists, or the thread runs in place for good).
+            #[allow(clippy::too_many_arguments)]
+            #[cold]
+            #[inline(never)]
+            #allow_unreachable
+            #first_use_sig {
+                #krate::__private::create_for_first_use();
+                __irqstack_dispatch(#(#names),*)
+            }
+            __irqstack_dispatch(#(#names),*)
         }
     }
 }

@@ -87,9 +87,9 @@ use crate::{IrqStackError, current_sp};
 
 /// `TOS` value while the IRQ stack is being created, or gone (the thread is exiting). A switched
 /// call's claim is the negated slot instead (see the module documentation).
-const IN_USE: isize = 0;
+const IN_USE: isize = isize::MIN;
 /// `TOS` value before the IRQ stack of this thread exists.
-const UNMAPPED: isize = 1;
+const UNMAPPED: isize = 0;
 
 /// Default size of an IRQ stack created by the std backend: 64 KiB.
 ///
@@ -166,62 +166,101 @@ fn negate() {
     TOS.with(|t| t.store(t.load(Ordering::Relaxed).wrapping_neg(), Ordering::Relaxed));
 }
 
-/// Claims this thread's IRQ stack. `None`: it is in use already, run in place.
-#[inline(always)]
-pub fn try_enter() -> Option<Switch> {
-    let tos = TOS.with(|t| t.load(Ordering::Relaxed));
-    if tos > UNMAPPED {
-        // Claim: the word is still `tos` (a signal handler that ran since the load restored what
-        // it found), so this stores `-tos`.
-        negate();
-        // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
-        compiler_fence(Ordering::SeqCst);
-        Some(Switch { tos: tos as usize })
-    } else if tos != UNMAPPED {
-        // In use (`-slot`), being created or gone (`IN_USE`): every value below UNMAPPED.
-        // Written as `!= UNMAPPED` so that the flags of the compare above decide this branch
-        // too. Cold: a nested entry (a signal arriving inside a handler, a handler calling a
-        // handler) is the rare case, and the hint makes the compiler lay this path out of line
-        // so that the switching path falls through to the code after the call with no jump
-        // (BENCHMARKS.md: one instruction per call).
-        core::hint::cold_path();
-        None
-    } else {
-        enter_first_time()
+/// What a handler's wrapper does now (`#[on_irqstack]`'s generated code).
+pub enum Entered {
+    /// The IRQ stack is claimed for this call: switch to it.
+    Switch(Switch),
+    /// It is in use (or being created, or gone): run in place.
+    InPlace,
+    /// This thread has no IRQ stack yet: create it, then decide again (see [`FirstUse::run`]).
+    FirstUse(FirstUse),
+}
+
+/// The first use on this thread: nothing is claimed yet.
+pub struct FirstUse(());
+
+impl FirstUse {
+    /// Runs `f`, which creates the IRQ stack ([`create_for_first_use`]) and enters again.
+    ///
+    /// The generated wrapper passes a closure that tail-calls a cold function of its own with
+    /// the handler's arguments, so that no argument stays live across the creation call in the
+    /// wrapper: an out-of-line wrapper then keeps nothing in callee-saved registers on any path
+    /// but the switch itself (BENCHMARKS.md, "Out of line"). The kernel backend's `FirstUse` is
+    /// uninhabited, so there the closure is never even compiled.
+    #[inline(always)]
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        f()
     }
 }
 
-/// The first use on this thread: create the stack and claim it for this call.
+/// Claims this thread's IRQ stack if it is free; tells apart "in use" and "not created yet".
+#[inline(always)]
+pub fn enter() -> Entered {
+    let tos = TOS.with(|t| t.load(Ordering::Relaxed));
+    if tos < UNMAPPED {
+        // In use (`-slot`), being created or gone (`IN_USE`): every negative value.
+        // Cold: a nested entry (a signal arriving inside a handler, a handler calling a handler)
+        // is the rare case, and the hint makes the compiler lay this path out of line so that
+        // the switching path falls through to the code after the call with no jump
+        // (BENCHMARKS.md). Tested first: the in-place path takes a single branch.
+        core::hint::cold_path();
+        Entered::InPlace
+    } else if tos != UNMAPPED {
+        // Claim: the word is still `tos` (a signal handler that ran since the load restored
+        // what it found), so this stores `-tos`. Both tests compare with 0: one `test`, whose
+        // flags decide both branches.
+        negate();
+        // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
+        compiler_fence(Ordering::SeqCst);
+        Entered::Switch(Switch { tos: tos as usize })
+    } else {
+        core::hint::cold_path();
+        Entered::FirstUse(FirstUse(()))
+    }
+}
+
+/// Claims this thread's IRQ stack. `None`: it is in use already, run in place. Creates the stack
+/// on the thread's first use.
+#[inline(always)]
+pub fn try_enter() -> Option<Switch> {
+    match enter() {
+        Entered::Switch(s) => Some(s),
+        Entered::InPlace => None,
+        Entered::FirstUse(_) => enter_first_time(),
+    }
+}
+
+/// The first use on this thread (closure form): create the stack, then claim it.
 #[cold]
 #[inline(never)]
 fn enter_first_time() -> Option<Switch> {
-    // Decide and mark in one instruction (see "Creation, at any instruction" above).
-    match TOS.with(|t| t.compare_exchange(UNMAPPED, IN_USE, Ordering::Relaxed, Ordering::Relaxed)) {
-        Ok(_) => match create_marked() {
-            Ok(tos) => {
-                // Publish it claimed for this call: `IN_USE` becomes `-slot` in one store, so
-                // it is never free before this call's switch.
-                TOS.with(|t| t.store((tos as isize).wrapping_neg(), Ordering::Relaxed));
-                compiler_fence(Ordering::SeqCst);
-                Some(Switch { tos })
-            }
-            // The thread is exiting (its thread-locals are being destroyed): run in place.
-            Err(IrqStackError::ThreadExiting) => None,
-            Err(err) => abort_with(format_args!(
-                "irqstack: cannot create the IRQ stack of thread {}: {err}; \
-                 call irqstack::prepare_irq_stack() at thread start to handle this error",
-                rustix::thread::gettid().as_raw_nonzero()
-            )),
-        },
-        // A signal handler that landed between our load of UNMAPPED and the exchange created
-        // the stack and released it: claim it, as the hot path does.
-        Err(tos) if tos > UNMAPPED => {
-            negate();
-            compiler_fence(Ordering::SeqCst);
-            Some(Switch { tos: tos as usize })
-        }
-        // In use, being created by the code this call interrupted, or gone: run in place.
-        Err(_) => None,
+    create_for_first_use();
+    match enter() {
+        Entered::Switch(s) => Some(s),
+        // In use: a signal handler that interrupted us created it and runs on it; being
+        // created by the code this call interrupted; or gone (thread exit). Run in place.
+        _ => None,
+    }
+}
+
+/// Creates this thread's IRQ stack for its first use, published free; the caller then enters
+/// again. Aborts with a message if the stack cannot be mapped (there is no caller to return the
+/// error to; [`prepare_irq_stack`] at thread start reports it instead).
+///
+/// Leaves `TOS` free (created), `IN_USE` (the thread is exiting, or this runs in a signal handler
+/// that interrupted the creation: the entry then runs in place), or as a signal handler that
+/// created the stack meanwhile left it: never `UNMAPPED`, so entering again cannot come back
+/// here.
+#[cold]
+#[inline(never)]
+pub fn create_for_first_use() {
+    match prepare_irq_stack() {
+        Ok(_) | Err(IrqStackError::ThreadExiting | IrqStackError::CreationInterrupted) => {}
+        Err(err) => abort_with(format_args!(
+            "irqstack: cannot create the IRQ stack of thread {}: {err}; \
+             call irqstack::prepare_irq_stack() at thread start to handle this error",
+            rustix::thread::gettid().as_raw_nonzero()
+        )),
     }
 }
 
