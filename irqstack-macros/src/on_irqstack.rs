@@ -10,8 +10,14 @@
 //!     last, so arguments stay in their registers (see `classify`);
 //!   - the block form: arguments moved into a tuple on the caller's stack, passed by pointer, with
 //!     an out pointer for the result where needed. Works for any types.
-//! - the dispatch: claim the IRQ stack; if that succeeded, call a trampoline and release it after
-//!   (a drop guard, so a panic releases it too); otherwise run the body in place.
+//! - `__irqstack_dispatch` (`#[inline(always)]`, the wrapper's whole body): claim the IRQ stack;
+//!   if that succeeded, call a trampoline and release it after (a drop guard, so a panic releases
+//!   it too); if it is in use, run the body in place; on the thread's first use (std builds),
+//!   tail-call `__irqstack_first_use`;
+//! - `__irqstack_first_use` (`#[cold]`, never inlined): create the IRQ stack, then dispatch again.
+//!   A function of its own so that the wrapper holds no argument across the creation call: an
+//!   out-of-line wrapper then needs no callee-saved register for it (issue 15). The kernel
+//!   backend's first-use variant is uninhabited, so there it is never compiled.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};

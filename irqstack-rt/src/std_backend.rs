@@ -5,23 +5,28 @@
 //! `TOS` (an `isize`) holds this thread's top-of-stack slot address, with its sign telling whether
 //! the IRQ stack is free:
 //!
-//! | `TOS`            | meaning                                                              |
-//! |------------------|----------------------------------------------------------------------|
-//! | `slot` (> 1)     | free; the value is the 16-byte aligned top-of-stack slot            |
-//! | `-slot` (< 0)    | in use by a switched call; negating it again gives the slot back    |
-//! | `IN_USE` (0)     | being created, or the thread is exiting: run in place                |
-//! | `UNMAPPED` (1)   | no IRQ stack yet: create one on first use                            |
+//! | `TOS`                     | meaning                                                     |
+//! |---------------------------|-------------------------------------------------------------|
+//! | `slot` (> 0)              | free; the value is the 16-byte aligned top-of-stack slot    |
+//! | `-slot` (< 0)             | in use by a switched call; negating it gives the slot back  |
+//! | `IN_USE` (`isize::MIN`)   | being created, or the thread is exiting: run in place       |
+//! | `UNMAPPED` (0)            | no IRQ stack yet: create one on first use                   |
 //!
 //! User-space addresses are below 2^47 (x86-64) or 2^48 (AArch64), so a slot is positive as an
-//! `isize` and its negation is below -1: the four kinds never overlap. Entering reads the word
-//! once; "free" is one signed compare (`> UNMAPPED`). Claiming and releasing are the same
-//! operation, `TOS = -TOS`: the release needs no value from the claim, so an out-of-line wrapper
-//! keeps nothing in callee-saved registers across its call of the trampoline (the trampoline gets
-//! the slot from the value the test loaded). The kernel needs two per-CPU variables for this
-//! (`hardirq_stack_ptr` and `hardirq_stack_inuse`); folding them into one word saves a load and a
-//! compare on the hot path, and negation lets that one word also remember the slot while in use.
-//! Negation keeps 0 fixed: a release after the thread-exit destructor stored `IN_USE` leaves it
-//! `IN_USE`.
+//! `isize` and its negation lies strictly between `isize::MIN` and 0: the four kinds never
+//! overlap. Entering reads the word once and tests it once (`test`): negative means run in place
+//! (`js`, the only branch the in-place path takes), zero means first use (`je` on the same
+//! flags), positive means free. Claiming and releasing are the same operation, `TOS = -TOS`: the
+//! release needs no value from the claim, so the wrapper keeps no slot value across its call of
+//! the trampoline (the trampoline gets the slot from the value the test loaded). The kernel needs
+//! two per-CPU variables for this (`hardirq_stack_ptr` and `hardirq_stack_inuse`); folding them
+//! into one word saves a load and a compare on the hot path, and negation lets that one word also
+//! remember the slot while in use. Negation keeps both sentinels fixed (`-0 == 0`, and
+//! `isize::MIN` wraps to itself): a release after the thread-exit destructor stored `IN_USE`
+//! leaves it `IN_USE`, and no sentinel ever turns into something that looks free. (The issue's
+//! first draft had `IN_USE` 0 and `UNMAPPED` 1: the same protocol, but "in place" then needs a
+//! compare with 1 and LLVM tests `< 1` as `<= 0`, so it took a second compare; with 0 and
+//! `isize::MIN` one `test` decides all three ways.)
 //!
 //! # Why this is async-signal-safe
 //!
@@ -41,8 +46,8 @@
 //! either
 //! - finds a positive slot: it claims it, switches, runs, switches back and releases it, which
 //!   negates the word twice: it leaves exactly the value it found; or
-//! - finds a value ≤ 1 that is not `UNMAPPED`: it runs in place (on whichever stack it landed,
-//!   below the interrupted code's stack pointer) and does not write the word at all.
+//! - finds a negative value (`-slot` or `IN_USE`): it runs in place (on whichever stack it
+//!   landed, below the interrupted code's stack pointer) and does not write the word at all.
 //!
 //! (`UNMAPPED` is the creation case, below.) So *any handler leaves the word as it found it*, and
 //! the interrupted code may be stopped anywhere:
@@ -68,13 +73,14 @@
 //! interrupts the creation runs in place: it never maps a second stack, never sees half-written
 //! bounds, and never enters the allocator that the creation may be inside of (registering the
 //! thread-exit destructor allocates). A signal that lands before the exchange finds `UNMAPPED`
-//! and creates the stack itself, then releases it (a positive slot); the interrupted call's
-//! exchange then fails with that slot, which it claims by negation as the hot path does. Either
-//! way the thread ends up with exactly one stack. The first use publishes the fresh stack claimed
-//! for its own call (`-slot`, stored over `IN_USE`: no window in which it is free but not yet
-//! claimed); `prepare_irq_stack` publishes it free. The bounds are two atomics written low first,
-//! high last, and read high first, so no reader ever sees one stack's low end with another's high
-//! end.
+//! and creates the stack itself, runs on it and releases it (a positive slot); the interrupted
+//! call's exchange then fails, and it uses the stack the handler made. Either way the thread ends
+//! up with exactly one stack. The creation publishes the stack free (one store of the slot over
+//! `IN_USE`); the first use then enters again as any call does (the generated wrapper's cold
+//! first-use function, see [`FirstUse::run`]; `try_enter`'s `enter_first_time` for the closure
+//! form), and a signal between the publication and that claim switches to the stack and leaves
+//! it as it found it. The bounds are two atomics written low first, high last, and read high
+//! first, so no reader ever sees one stack's low end with another's high end.
 //!
 //! Creating from a signal handler that interrupted *other* code (the thread's first use happens
 //! in the handler) is still not async-signal-safe: registering the destructor may allocate, and
