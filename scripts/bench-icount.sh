@@ -89,8 +89,12 @@ for t in switched switched6 switched_struct; do
     printf '%s\n' "$text"
     echo
 done
-echo "== shim of switched (the body; the direct row's callee is the same two instructions)"
-disasm "icount::rows::switched::__irqstack_dispatch::__irqstack_shim"
+# The shim the switched row's trampoline calls (the linker may have folded identical shims of
+# several handlers into one symbol, so follow the call instead of guessing the name).
+shim=$(disasm "icount::rows::switched::__irqstack_dispatch::__irqstack_trampoline" \
+    | sed -n 's/.*\tcall .*<\(.*\)>$/\1/p' | head -n1)
+echo "== shim of switched, $shim (the body; the direct row's callee is the same two instructions)"
+[ -n "$shim" ] && disasm "$shim>"
 echo
 echo "== direct row: icount_row_direct"
 disasm "icount_row_direct>"
