@@ -243,8 +243,9 @@ fn enter_first_time() -> Option<Switch> {
     create_for_first_use();
     match enter() {
         Entered::Switch(s) => Some(s),
-        // In use: a signal handler that interrupted us created it and runs on it; being
-        // created by the code this call interrupted; or gone (thread exit). Run in place.
+        // Being created by the code this call interrupted (we run in its signal handler), or
+        // gone (thread exit): run in place. (A handler that interrupted us ran to completion
+        // and left the word as it found it.)
         _ => None,
     }
 }
