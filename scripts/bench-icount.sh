@@ -84,13 +84,17 @@ insns() { grep -cP '^\s+[0-9a-f]+:\t' || true; }
 
 echo
 for t in switched switched6 switched_struct; do
-    text=$(disasm "icount::rows::$t::__irqstack_trampoline")
+    text=$(disasm "icount::rows::$t::__irqstack_dispatch::__irqstack_trampoline")
     echo "== trampoline of $t: $(printf '%s\n' "$text" | insns) instructions"
     printf '%s\n' "$text"
     echo
 done
-echo "== shim of switched (the body; the direct row's callee is the same two instructions)"
-disasm "icount::rows::switched::__irqstack_shim"
+# The shim the switched row's trampoline calls (the linker may have folded identical shims of
+# several handlers into one symbol, so follow the call instead of guessing the name).
+shim=$(disasm "icount::rows::switched::__irqstack_dispatch::__irqstack_trampoline" \
+    | sed -n 's/.*\tcall .*<\(.*\)>$/\1/p' | head -n1)
+echo "== shim of switched, $shim (the body; the direct row's callee is the same two instructions)"
+[ -n "$shim" ] && disasm "$shim>"
 echo
 echo "== direct row: icount_row_direct"
 disasm "icount_row_direct>"
@@ -100,3 +104,9 @@ disasm "icount_row_switched>"
 echo
 echo "== nested row: icount_row_nested (runs on the IRQ stack: every call takes the in-place path)"
 disasm "icount_row_nested>"
+echo
+echo "== out-of-line wrapper: icount::rows::switched_outline (rows outline, fnptr, nested_outline)"
+disasm "icount::rows::switched_outline>"
+echo
+echo "== out-of-line extern \"C\" wrapper: icount::rows::switched_extern_c (row extern_c)"
+disasm "icount::rows::switched_extern_c>"

@@ -297,7 +297,9 @@ pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 #[doc(hidden)]
 pub mod __private {
     pub use irqstack_macros::__instr_marker as instr_marker;
-    pub use irqstack_rt::__private::{Switch, try_enter};
+    pub use irqstack_rt::__private::{
+        Entered, FirstUse, Switch, create_for_first_use, enter, try_enter,
+    };
     #[cfg(target_arch = "x86_64")]
     pub use irqstack_rt::entry_hooks;
     pub use irqstack_rt::{

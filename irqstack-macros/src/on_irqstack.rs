@@ -10,8 +10,14 @@
 //!     last, so arguments stay in their registers (see `classify`);
 //!   - the block form: arguments moved into a tuple on the caller's stack, passed by pointer, with
 //!     an out pointer for the result where needed. Works for any types.
-//! - the dispatch: claim the IRQ stack; if that succeeded, call a trampoline and release it after
-//!   (a drop guard, so a panic releases it too); otherwise run the body in place.
+//! - `__irqstack_dispatch` (`#[inline(always)]`, the wrapper's whole body): claim the IRQ stack;
+//!   if that succeeded, call a trampoline and release it after (a drop guard, so a panic releases
+//!   it too); if it is in use, run the body in place; on the thread's first use (std builds),
+//!   tail-call `__irqstack_first_use`;
+//! - `__irqstack_first_use` (`#[cold]`, never inlined): create the IRQ stack, then dispatch again.
+//!   A function of its own so that the wrapper holds no argument across the creation call: an
+//!   out-of-line wrapper then needs no callee-saved register for it (issue 15). The kernel
+//!   backend's first-use variant is uninhabited, so there it is never compiled.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -219,20 +225,59 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         quote!(#unsafety #abi #fn_token #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
     };
 
+    // The dispatch and the first-use path: plain Rust functions with the wrapper's parameters
+    // (no ABI, never `unsafe`: the body call inside is wrapped where needed).
+    let inner_sig = |name: &str| {
+        let ident = syn::Ident::new(name, Span::call_site());
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let output = &sig.output;
+        quote!(fn #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
+    };
+    let dispatch_sig = inner_sig("__irqstack_dispatch");
+    let first_use_sig = inner_sig("__irqstack_first_use");
+    let names = &info.names;
+
     quote! {
         #(#attrs)*
         #inline
         #allow_unreachable
         #vis #wrapper_sig {
             #body_fn
-            match #krate::__private::try_enter() {
-                ::core::option::Option::Some(__irqstack_switch) => {
-                    #switched
-                }
-                ::core::option::Option::None => {
-                    #in_place
+            // Claim the IRQ stack and switch to it, or run in place. Inlined into the wrapper
+            // (and into `__irqstack_first_use`, std builds only).
+            #[allow(clippy::too_many_arguments)]
+            #[inline(always)]
+            #allow_unreachable
+            #dispatch_sig {
+                match #krate::__private::enter() {
+                    #krate::__private::Entered::Switch(__irqstack_switch) => {
+                        #switched
+                    }
+                    #krate::__private::Entered::InPlace => {
+                        #in_place
+                    }
+                    // The thread's first use (std builds; the kernel backend's `FirstUse` is
+                    // uninhabited, so none of this is compiled there). A tail call: the
+                    // arguments stay in their registers and the wrapper keeps nothing live
+                    // across a call on this path.
+                    #[allow(unreachable_patterns)]
+                    #krate::__private::Entered::FirstUse(__irqstack_first) => {
+                        __irqstack_first.run(move || __irqstack_first_use(#(#names),*))
+                    }
                 }
             }
+            // Create the IRQ stack, then dispatch again (it never comes back here: the stack
+            // then exists, or the thread runs in place for good).
+            #[allow(clippy::too_many_arguments)]
+            #[cold]
+            #[inline(never)]
+            #allow_unreachable
+            #first_use_sig {
+                #krate::__private::create_for_first_use();
+                __irqstack_dispatch(#(#names),*)
+            }
+            __irqstack_dispatch(#(#names),*)
         }
     }
 }

@@ -458,7 +458,7 @@ pub unsafe fn from_regs<R>(rax: u64, rdx: u64) -> R {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::backend::{Switch, try_enter};
+    pub use crate::backend::{Entered, FirstUse, Switch, create_for_first_use, enter, try_enter};
     #[cfg(target_arch = "x86_64")]
     pub use crate::entry_hooks;
     #[cfg(all(feature = "linux-percpu", not(feature = "std")))]

@@ -186,6 +186,42 @@ pub fn try_enter() -> Option<Switch> {
     Some(Switch { tos })
 }
 
+/// What a handler's wrapper does now (`#[on_irqstack]`'s generated code).
+pub enum Entered {
+    /// The IRQ stack is claimed for this call: switch to it.
+    Switch(Switch),
+    /// It is in use, or this CPU has none yet: run in place.
+    InPlace,
+    /// Never: kernel IRQ stacks are set up by the kernel, not on first use.
+    FirstUse(FirstUse),
+}
+
+/// Uninhabited: the kernel backend never creates a stack on first use, so the generated
+/// wrapper's first-use path (and the cold function it calls) is never compiled.
+pub enum FirstUse {}
+
+impl FirstUse {
+    /// Unreachable (there is no value of this type): `f` is never called.
+    #[inline(always)]
+    pub fn run<R>(self, _f: impl FnOnce() -> R) -> R {
+        match self {}
+    }
+}
+
+/// [`try_enter`] in the shape the generated wrapper matches on.
+#[inline(always)]
+pub fn enter() -> Entered {
+    match try_enter() {
+        Some(s) => Entered::Switch(s),
+        None => Entered::InPlace,
+    }
+}
+
+/// Nothing to create: kernel IRQ stacks exist before interrupts are enabled. Never called (see
+/// [`FirstUse`]); present so that the generated code compiles against either backend.
+#[inline(always)]
+pub fn create_for_first_use() {}
+
 /// This CPU's IRQ stack, `[low, high)`.
 #[inline]
 pub fn bounds() -> Option<Range<usize>> {

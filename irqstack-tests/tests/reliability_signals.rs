@@ -486,6 +486,15 @@ static STEP_LOG: [[AtomicUsize; 6]; STEP_CAP] =
 static STEPS: AtomicUsize = AtomicUsize::new(0);
 use support::TF;
 
+/// The stepping tests share `STEP_LOG`: they take turns (libtest runs tests on parallel threads).
+/// Installs the `SIGTRAP` handler on first use.
+fn stepping() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| support::install(libc::SIGTRAP, trap_irq, 0));
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[on_irqstack]
 fn inner_probe() -> usize {
     here()
@@ -522,6 +531,22 @@ extern "C" fn trap_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut
 
 #[on_irqstack]
 fn step_target_reg(a: u64, b: u64) -> u64 {
+    a.wrapping_mul(3).wrapping_add(b)
+}
+
+/// The out-of-line shapes of issue 15: the wrapper is a function of its own, as when a signal
+/// handler, an IDT entry or a callback table calls it (its claim and release are not inlined into
+/// the caller).
+#[on_irqstack]
+#[inline(never)]
+fn step_target_outline(a: u64, b: u64) -> u64 {
+    a.wrapping_mul(3).wrapping_add(b)
+}
+
+/// The demo's shape: an `extern "C"` handler, called through a function pointer.
+#[on_irqstack]
+#[inline(never)]
+extern "C" fn step_target_extern_c(a: u64, b: u64) -> u64 {
     a.wrapping_mul(3).wrapping_add(b)
 }
 
@@ -722,10 +747,60 @@ fn step_and_check(
     (n, rips.len())
 }
 
+/// Steps `f`, called on the IRQ stack (so every handler call in it is nested and runs in
+/// place), and checks every recorded boundary: the stepped code never leaves the IRQ stack, the
+/// trap handler always runs in place below it, some steps are inside the wrapper whose symbol
+/// passes `wrapper_filter` (it really ran out of line) and none is inside a trampoline (it did not
+/// switch). Afterwards the IRQ stack is free and the next call switches to it. Returns (steps,
+/// wrapper steps).
+fn step_nested_and_check(
+    name: &str,
+    wrapper_filter: impl Fn(&str) -> bool,
+    f: impl FnOnce() -> bool,
+) -> (usize, usize) {
+    let irq = irqstack::prepare_irq_stack().unwrap();
+    let task = thread_stack();
+    STEPS.store(0, SeqCst);
+    let (ok, outer_sp) = irqstack::run_on_irqstack(|| (support::single_step(f), here()));
+    let n = STEPS.load(SeqCst);
+    assert!(
+        irq.contains(&outer_sp),
+        "{name}: run_on_irqstack did not switch"
+    );
+    assert!(ok, "{name}: the stepped call returned a wrong value");
+    assert!(n > 0 && n < STEP_CAP, "{name}: {n} steps");
+    let wrappers = symbol_ranges(wrapper_filter);
+    let trampolines = symbol_ranges(|s| s.contains("__irqstack_trampoline"));
+    let mut in_wrapper = 0;
+    for r in &STEP_LOG[..n] {
+        let v = [0, 1, 2, 3, 4, 5].map(|i| r[i].load(Relaxed));
+        let s = Step {
+            rip: v[0],
+            rsp: v[1],
+            sp: v[2],
+            link: v[3],
+            active: v[4] == 1,
+            inner: v[5],
+        };
+        let seen = classify(&s, &irq, &task).unwrap_or_else(|e| panic!("{name}: {e} at {s:x?}"));
+        assert_eq!(seen, Seen::InPlaceIrq, "{name}: at {s:x?}");
+        assert!(
+            !trampolines.iter().any(|t| t.contains(&s.rip)),
+            "{name}: the nested call switched at {s:x?}"
+        );
+        in_wrapper += usize::from(wrappers.iter().any(|w| w.contains(&s.rip)));
+    }
+    assert!(
+        in_wrapper > 0,
+        "{name}: no step inside the out-of-line wrapper {wrappers:x?}"
+    );
+    assert_released_and_switching(&irq, &task);
+    (n, in_wrapper)
+}
+
 #[test]
 fn handler_entered_at_every_instruction_of_the_switch() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| support::install(libc::SIGTRAP, trap_irq, 0));
+    let _one_at_a_time = stepping();
     let report = std::thread::spawn(|| {
         let is_tramp = |fn_name: &'static str| {
             move |sym: &str| sym.contains(fn_name) && sym.contains("__irqstack_trampoline")
@@ -742,12 +817,53 @@ fn handler_entered_at_every_instruction_of_the_switch() {
             |sym| sym.contains("closure_trampoline"),
             || irqstack::run_on_irqstack(|| v.iter().sum::<u64>()) == 42,
         );
-        [reg, block, closure]
+        let outline = step_and_check("out of line", is_tramp("step_target_outline"), || {
+            step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42
+        });
+        let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
+        let extern_c = step_and_check(
+            "extern \"C\" through a pointer",
+            is_tramp("step_target_extern_c"),
+            || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+        );
+        [reg, block, closure, outline, extern_c]
     })
     .join()
     .unwrap();
     println!(
-        "single-stepped (steps, trampoline instructions): register {:?}, block {:?}, closure {:?}",
-        report[0], report[1], report[2]
+        "single-stepped (steps, trampoline instructions): register {:?}, block {:?}, closure {:?}, \
+         out of line {:?}, extern \"C\" through a pointer {:?}",
+        report[0], report[1], report[2], report[3], report[4]
+    );
+}
+
+/// Out-of-line handlers called on the IRQ stack (nested): a handler entered at every instruction
+/// of the wrapper's in-place path runs in place too, and the IRQ stack is free afterwards.
+#[test]
+fn handler_entered_at_every_instruction_of_a_nested_out_of_line_call() {
+    let _one_at_a_time = stepping();
+    let report = std::thread::spawn(|| {
+        let is_wrapper = |fn_name: &'static str| {
+            move |sym: &str| sym.contains(fn_name) && !sym.contains("__irqstack")
+        };
+        let outline = step_nested_and_check(
+            "nested out of line",
+            is_wrapper("step_target_outline"),
+            || step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+        );
+        let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
+        let extern_c = step_nested_and_check(
+            "nested extern \"C\" through a pointer",
+            is_wrapper("step_target_extern_c"),
+            || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+        );
+        [outline, extern_c]
+    })
+    .join()
+    .unwrap();
+    println!(
+        "single-stepped nested (steps, steps in the wrapper): out of line {:?}, extern \"C\" \
+         through a pointer {:?}",
+        report[0], report[1]
     );
 }
