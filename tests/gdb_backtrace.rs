@@ -5,6 +5,10 @@
 //! the program: it breaks inside a handler called from a spawned thread, prints the backtrace and,
 //! with gdb's Python API, the stack pointer of every frame.
 
+// x86-64 (the host) only: it runs the host's gdb on this binary. The other architectures are
+// walked by gdb-multiarch against qemu-user's gdbstub in `tests/cross_gdb.rs`.
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use support::{skip, thread_stack};

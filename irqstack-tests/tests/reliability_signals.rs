@@ -12,7 +12,6 @@ mod support;
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 use irqstack::{interrupted_sp, irq_stack_bounds, irqstack_active, on_irqstack};
@@ -477,20 +476,29 @@ fn nested_signals_run_in_place_with_sa_nodefer() {
 //
 // The trampoline's address range comes from the symbol table of this test binary (`object`
 // crate), relocated by the distance between a `no_mangle` anchor's runtime and link addresses.
+//
+// x86-64 only by nature: AArch64 and riscv64 user space has no trap flag (single-step is an
+// EL1/debug-mode control, reachable only through ptrace, which qemu-user does not offer).
 
+#[cfg(target_arch = "x86_64")]
 const STEP_CAP: usize = 50_000;
+#[cfg(target_arch = "x86_64")]
 /// Per step: interrupted rip, interrupted rsp, handler sp, link in the top slot, on the IRQ
 /// stack, sp of a handler called from the trap handler.
 static STEP_LOG: [[AtomicUsize; 6]; STEP_CAP] =
     [const { [const { AtomicUsize::new(0) }; 6] }; STEP_CAP];
+#[cfg(target_arch = "x86_64")]
 static STEPS: AtomicUsize = AtomicUsize::new(0);
+#[cfg(target_arch = "x86_64")]
 use support::TF;
 
+#[cfg(target_arch = "x86_64")]
 #[on_irqstack]
 fn inner_probe() -> usize {
     here()
 }
 
+#[cfg(target_arch = "x86_64")]
 /// SIGTRAP handler: records one step.
 #[on_irqstack]
 extern "C" fn trap_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -520,19 +528,23 @@ extern "C" fn trap_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[on_irqstack]
 fn step_target_reg(a: u64, b: u64) -> u64 {
     a.wrapping_mul(3).wrapping_add(b)
 }
 
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Wide([u64; 5]);
 
+#[cfg(target_arch = "x86_64")]
 #[on_irqstack]
 fn step_target_block(w: Wide) -> u64 {
     w.0.iter().sum()
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Anchor to relocate symbol addresses: its link-time address is in the symbol table.
 // SAFETY: the name is unique to this test binary; nothing else defines the symbol.
 #[unsafe(no_mangle)]
@@ -541,6 +553,7 @@ pub extern "C" fn irqstack_reliability_step_anchor() -> usize {
     std::hint::black_box(7)
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Runtime address ranges of the functions whose symbol names pass `filter`.
 fn symbol_ranges(filter: impl Fn(&str) -> bool) -> Vec<Range<usize>> {
     use object::{Object, ObjectSymbol};
@@ -561,6 +574,7 @@ fn symbol_ranges(filter: impl Fn(&str) -> bool) -> Vec<Range<usize>> {
         .collect()
 }
 
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seen {
     /// The IRQ stack was free: the trap handler switched to it.
@@ -572,6 +586,7 @@ enum Seen {
     InPlaceIrq,
 }
 
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug)]
 struct Step {
     rip: usize,
@@ -582,6 +597,7 @@ struct Step {
     inner: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
 fn classify(s: &Step, irq: &Range<usize>, task: &Range<usize>) -> Result<Seen, String> {
     let in_place_inner = s.inner <= s.sp && (irq.contains(&s.sp) == irq.contains(&s.inner));
     if !in_place_inner {
@@ -606,6 +622,7 @@ fn classify(s: &Step, irq: &Range<usize>, task: &Range<usize>) -> Result<Seen, S
     Err("inconsistent".into())
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Steps `f` and checks every recorded boundary; returns (steps, trampoline steps).
 fn step_and_check(
     name: &str,
@@ -722,9 +739,10 @@ fn step_and_check(
     (n, rips.len())
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn handler_entered_at_every_instruction_of_the_switch() {
-    static INSTALL: Once = Once::new();
+    static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| support::install(libc::SIGTRAP, trap_irq, 0));
     let report = std::thread::spawn(|| {
         let is_tramp = |fn_name: &'static str| {
