@@ -4,16 +4,16 @@
 //! The test runs this very test binary under `gdb -batch`, with the ignored test `gdb_target` as
 //! the program: it breaks inside a handler called from a spawned thread, prints the backtrace and,
 //! with gdb's Python API, the stack pointer of every frame.
+//!
+//! The walking tests run the host's gdb on this binary: x86-64 only. The program (`gdb_target`)
+//! builds on every architecture: `tests/cross_gdb.rs` runs it under qemu-user for gdb-multiarch.
 
-// x86-64 (the host) only: it runs the host's gdb on this binary. The other architectures are
-// walked by gdb-multiarch against qemu-user's gdbstub in `tests/cross_gdb.rs`.
-#![cfg(target_arch = "x86_64")]
-
+#[path = "support/gdb_walk.rs"]
+mod gdb_walk;
 mod support;
 
-use support::{skip, thread_stack};
-
-use std::process::Command;
+use gdb_walk::LAYOUT_ENV;
+use support::thread_stack;
 
 use irqstack::on_irqstack;
 
@@ -35,9 +35,6 @@ fn gdb_interrupted_code() -> u64 {
     std::hint::black_box(r);
     x
 }
-
-/// Where the target thread's stack lies relative to its IRQ stack: `IRQSTACK_GDB_LAYOUT`.
-const LAYOUT_ENV: &str = "IRQSTACK_GDB_LAYOUT";
 
 /// The program gdb runs. Prints the IRQ stack and thread stack bounds for the checker (on stderr,
 /// unbuffered, so they are out before gdb stops the program).
@@ -190,24 +187,7 @@ fn run_on_own_stack(layout: &str) {
     }
 }
 
-const SCRIPT: &str = r#"
-set pagination off
-set print thread-events off
-set confirm off
-break irqstack_gdb_breakpoint
-run
-echo BT-BEGIN\n
-bt
-echo BT-END\n
-python
-f = gdb.newest_frame()
-while f is not None:
-    print("FRAME %s %#x" % (f.name(), int(f.read_register("rsp"))))
-    f = f.older()
-end
-kill
-"#;
-
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_from_the_irq_stack_to_the_caller() {
     walk("natural");
@@ -215,26 +195,30 @@ fn gdb_walks_from_the_irq_stack_to_the_caller() {
 
 /// The IRQ stack mapped above the thread stack: gdb used to stop at the trampoline with
 /// "previous frame inner to this frame (corrupt stack?)".
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_across_the_switch_with_the_irq_stack_above() {
     walk("irq-above");
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_across_the_switch_with_the_irq_stack_below() {
     walk("irq-below");
 }
 
+/// Runs `gdb_target` under the host's gdb in `layout` and checks the walk.
+#[cfg(target_arch = "x86_64")]
 fn walk(layout: &str) {
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
+    if !support::skip::command_runs("gdb", &["--version"]) {
+        return support::skip::skip("gdb", "apt-get install gdb", false);
     }
     let dir = std::env::temp_dir().join(format!("irqstack-gdb-{}-{layout}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("walk.gdb");
-    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::write(&script, gdb_walk::script("", "run")).unwrap();
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("timeout")
+    let out = std::process::Command::new("timeout")
         .arg("300")
         .arg("gdb")
         .args(["-batch", "-nx", "-x"])
@@ -255,87 +239,5 @@ fn walk(layout: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("{stdout}\n--- stderr ---\n{stderr}");
-
-    let bounds = all
-        .lines()
-        .find_map(|l| l.strip_prefix("IRQSTACK "))
-        .unwrap_or_else(|| panic!("the target did not print its IRQ stack:\n{all}"));
-    let mut parts = bounds
-        .split_whitespace()
-        .map(|h| usize::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex bound"));
-    let irq = parts.next().unwrap()..parts.next().unwrap();
-
-    let bt = stdout
-        .split("BT-BEGIN")
-        .nth(1)
-        .and_then(|s| s.split("BT-END").next())
-        .unwrap_or_else(|| panic!("no backtrace in gdb output:\n{all}"));
-    for want in [
-        "irqstack_gdb_breakpoint",
-        "__irqstack_trampoline",
-        "gdb_interrupted_code",
-    ] {
-        assert!(bt.contains(want), "backtrace lacks {want}:\n{all}");
-    }
-    assert!(
-        !all.contains("corrupt stack") && !all.contains("Backtrace stopped"),
-        "gdb stopped unwinding:\n{all}"
-    );
-
-    // Frame stack pointers: the body's frames lie on the IRQ stack, the interrupted code's on
-    // the thread's own stack.
-    let frames: Vec<(String, usize)> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("FRAME "))
-        .filter_map(|l| {
-            let (name, sp) = l.rsplit_once(' ')?;
-            Some((
-                name.to_string(),
-                usize::from_str_radix(sp.trim_start_matches("0x"), 16).ok()?,
-            ))
-        })
-        .collect();
-    let sp_of = |want: &str| {
-        frames
-            .iter()
-            .find(|(n, _)| n.contains(want))
-            .map(|(_, sp)| *sp)
-            .unwrap_or_else(|| panic!("no frame {want}:\n{all}"))
-    };
-    assert!(irq.contains(&sp_of("irqstack_gdb_breakpoint")), "{all}");
-    let caller = sp_of("gdb_interrupted_code");
-    assert!(!irq.contains(&caller), "{all}");
-    // The walk goes on past the interrupted code, to the thread's start.
-    let after_caller: Vec<_> = frames
-        .iter()
-        .skip_while(|(n, _)| !n.contains("gdb_interrupted_code"))
-        .collect();
-    assert!(after_caller.len() >= 3, "{all}");
-    assert!(
-        after_caller
-            .iter()
-            .any(|(n, _)| n.contains("target_thread")),
-        "the walk did not reach the thread's start:\n{all}"
-    );
-    let task = bounds_line(&all, "TASKSTACK ");
-    assert!(task.contains(&caller), "{all}");
-    assert!(
-        all.contains("PANICS-CAUGHT 3 STD-BACKTRACE-CROSSES true"),
-        "panics or std::backtrace in layout {layout}:\n{all}"
-    );
-    println!(
-        "layout {layout}: IRQ stack {irq:x?}, thread stack {task:x?}: gdb walked {} frames",
-        frames.len()
-    );
-}
-
-fn bounds_line(all: &str, prefix: &str) -> std::ops::Range<usize> {
-    let line = all
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("the target did not print {prefix}:\n{all}"));
-    let mut parts = line
-        .split_whitespace()
-        .map(|h| usize::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex bound"));
-    parts.next().unwrap()..parts.next().unwrap()
+    println!("{}", gdb_walk::check(layout, &stdout, &all));
 }

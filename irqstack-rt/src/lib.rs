@@ -65,6 +65,9 @@ pub use arch::PtRegs;
 pub mod entry_hooks;
 #[cfg(target_arch = "x86_64")]
 mod switch_frames;
+// AArch64's port of the CFI-only switch frames (user-space builds).
+#[cfg(all(target_arch = "aarch64", feature = "std"))]
+use arch::switch_frames;
 
 #[doc(hidden)]
 pub use backend_trait::__assert_percpu_types;

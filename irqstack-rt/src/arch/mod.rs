@@ -20,6 +20,8 @@ mod markers;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "aarch64", feature = "std"))]
+pub(crate) use aarch64::switch_frames;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

@@ -3,6 +3,8 @@
 //! asks for them stops here with a message that says so.
 
 mod pieces;
+#[cfg(feature = "std")]
+pub(crate) mod switch_frames;
 
 #[cfg(feature = "call-padding")]
 compile_error!(
