@@ -5,11 +5,11 @@
 //! stack and on to the thread's start (checks shared with the host test: `support/gdb_walk.rs`).
 //!
 //! The layouts: `natural` (a Rust thread; qemu-user maps later mappings above the main stack, so
-//! the IRQ stack lies above the thread stack) and `irq-above` (the thread stack forced low). Both
-//! put the IRQ stack above the interrupted stack: the layout where gdb stops with "previous frame
-//! inner to this frame (corrupt stack?)" unless the switch frames lead it across (see
-//! `irqstack-rt/src/switch_frames.rs`). `irq-below` needs the thread stack above where qemu-user
-//! maps the IRQ stack, which the host test covers natively.
+//! the IRQ stack lies above the thread stack), `irq-above` (the thread stack forced low) and
+//! `irq-below` (the thread stack forced above where qemu-user maps). With the IRQ stack above the
+//! interrupted stack gdb stops at the trampoline with "previous frame inner to this frame
+//! (corrupt stack?)" unless the CFI-only switch frames lead it across
+//! (`irqstack-rt/src/arch/aarch64/switch_frames.rs`; this test failed that way before them).
 //!
 //! Needs the Rust target, the cross linker, qemu-user and gdb-multiarch; skipped with the shared
 //! line where they are missing (a failure under CI, see `support/skip.rs`).
@@ -178,7 +178,7 @@ fn gdb_multiarch_walks_across_the_switch_on_aarch64() {
         return;
     }
     let exe = AARCH64.build_target_program();
-    for layout in ["natural", "irq-above"] {
+    for layout in ["natural", "irq-above", "irq-below"] {
         println!("{}", AARCH64.walk(&exe, layout));
     }
 }

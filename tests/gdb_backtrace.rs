@@ -129,6 +129,56 @@ fn std_backtrace_crosses() -> bool {
     ok
 }
 
+/// Where to map a thread stack so that an IRQ stack mapped later lands below it: above the place
+/// where mappings made without an address go. A probe mapping shows where that is.
+///
+/// Linux places them top-down below `mmap_base`, which lies at least 128 MiB under the main
+/// stack's top: just below the main thread's stack (and its 8 MiB of growth room) is above
+/// them. qemu-user places them bottom-up above the main stack: above the highest mapping (plus a
+/// gap for the mappings still to come) is above them.
+fn irq_below_thread_stack_address() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let range = |l: &str| {
+        let (lo, hi) = l.split(' ').next().unwrap().split_once('-').unwrap();
+        (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        )
+    };
+    let stack_top = range(
+        maps.lines()
+            .find(|l| l.ends_with("[stack]"))
+            .expect("[stack]"),
+    )
+    .1;
+    // SAFETY: a fresh private anonymous mapping at an address the kernel picks, unmapped right
+    // away; only its address is used.
+    let probe = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            1 << 16,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "probe mapping");
+        libc::munmap(p, 1 << 16);
+        p as usize
+    };
+    if probe < stack_top {
+        stack_top - (64 << 20)
+    } else {
+        let highest = maps
+            .lines()
+            .filter(|l| !l.contains("[vsyscall]"))
+            .map(|l| range(l).1)
+            .max()
+            .unwrap();
+        (highest + (256 << 20)) & !((2 << 20) - 1)
+    }
+}
+
 /// Runs `target_thread(layout)` on a pthread whose stack this function maps where the layout
 /// wants it.
 fn run_on_own_stack(layout: &str) {
@@ -136,20 +186,7 @@ fn run_on_own_stack(layout: &str) {
     let at = if layout == "irq-above" {
         0x1000_0000
     } else {
-        // Just below the main thread's stack (and its 8 MiB of growth room): the kernel places
-        // mappings made without an address below `mmap_base`, which lies at least 128 MiB under
-        // the stack top, so the IRQ stack lands below this one.
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let line = maps
-            .lines()
-            .find(|l| l.ends_with("[stack]"))
-            .expect("[stack]");
-        let top = usize::from_str_radix(
-            line.split('-').nth(1).unwrap().split(' ').next().unwrap(),
-            16,
-        )
-        .unwrap();
-        top - (64 << 20)
+        irq_below_thread_stack_address()
     };
     // SAFETY: a fresh private anonymous mapping at an address nothing else occupies
     // (MAP_FIXED_NOREPLACE fails instead of replacing); it serves as the thread's stack and is
