@@ -20,9 +20,11 @@ mod markers;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
-#[cfg(all(target_arch = "aarch64", feature = "std"))]
-pub(crate) use aarch64::switch_frames;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
+
+// The CFI-only switch frames of AArch64 user-space builds (x86-64's are `crate::switch_frames`).
+#[cfg(all(target_arch = "aarch64", feature = "std"))]
+pub(crate) use aarch64::switch_frames;
