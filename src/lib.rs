@@ -25,6 +25,10 @@
 //! The user-space backend (feature `std`, on by default) gives each thread a guard-paged IRQ
 //! stack created on first use. Kernel crates turn `std` off and plug in their per-CPU data.
 //!
+//! Targets: x86-64 has everything; `aarch64-unknown-linux-gnu` and `riscv64gc-unknown-linux-gnu`
+//! have the user-space API (each with a trampoline after its architecture's Linux
+//! `call_on_irq_stack`); other architectures stop the build with an error naming these three.
+//!
 //! # Cargo features
 //!
 //! - `std` (default): the user-space backend.

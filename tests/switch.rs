@@ -26,6 +26,11 @@ fn rsp() -> usize {
     unsafe {
         asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
+    // SAFETY: copies sp into a register.
+    #[cfg(target_arch = "riscv64")]
+    unsafe {
+        asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     sp
 }
 
@@ -67,7 +72,8 @@ fn saved_sp(_x: u64) -> usize {
 
 /// The top slot holds exactly the stack pointer of the trampoline after its `push rbp`: the
 /// caller's rsp at the call, minus the return address and the saved rbp (AArch64: after its
-/// `stp x29, x30`, 16 bytes below the caller's sp as well).
+/// `stp x29, x30`, RISC-V: after its `addi sp, sp, -16` for ra and s0, 16 bytes below the
+/// caller's sp as well).
 #[inline(never)]
 fn caller_sp_and_saved() -> (usize, usize) {
     let before = rsp();
@@ -111,10 +117,24 @@ extern "C" fn entry_alignment() -> usize {
     )
 }
 
+/// RISC-V: returns `sp % 16` at its own entry; the psABI wants 0 everywhere (`call` pushes
+/// nothing), so anything else means the switch misaligned the IRQ stack.
+#[cfg(target_arch = "riscv64")]
+#[unsafe(naked)]
+extern "C" fn entry_alignment() -> usize {
+    core::arch::naked_asm!(
+        // a0 = sp % 16 (`andi` reads sp like any register): nothing is stored, sp is not
+        // changed.
+        "andi a0, sp, 15",
+        // Return to ra.
+        "ret",
+    )
+}
+
 /// What [`entry_alignment`] returns in a correctly aligned function (see above).
 #[cfg(target_arch = "x86_64")]
 const ABI_ALIGNMENT: usize = 8;
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 const ABI_ALIGNMENT: usize = 0;
 
 #[on_irqstack]
@@ -363,4 +383,21 @@ fn pointers_to_unsized_tuples_are_passed_whole() {
     let bytes = [7u8, 1, 2, 3, 4, 5];
     let p = core::ptr::slice_from_raw_parts(bytes.as_ptr(), 5) as *const (u8, [u8]);
     assert_eq!(fat_tuple_len(p), 5);
+}
+
+/// A `noinstr` function that calls a handler and opens an instrumentation region: the markers
+/// (a `nop` and a PC-relative record each) assemble on every supported architecture, the
+/// function runs from `.noinstr.text`, and the handler switches from there. tests/cross_arch.rs
+/// also reads the records of this binary's riscv64 object.
+#[irqstack::noinstr]
+fn noinstr_caller(x: u64) -> (u64, bool) {
+    irqstack::instr_begin!();
+    let y = std::hint::black_box(x) + 1;
+    irqstack::instr_end!();
+    (y, saved_sp(y) != 0)
+}
+
+#[test]
+fn noinstr_functions_with_marker_regions_run() {
+    assert_eq!(noinstr_caller(41), (42, true));
 }

@@ -163,7 +163,7 @@ pub fn ret_in_registers(ret: &ReturnType) -> bool {
 }
 
 /// How many integer argument registers every supported ABI has at least: six on SysV x86-64
-/// (`rdi`..`r9`), eight on AAPCS64. The proc macro names no register: it passes the position
+/// (`rdi`..`r9`), eight on AAPCS64 (`x0`..`x7`) and on RISC-V (`a0`..`a7`). The proc macro names no register: it passes the position
 /// of `tos` among them (`0..=5`, or `stack` for the seventh integer argument), and each
 /// architecture's pieces in irqstack-rt map the position to its register.
 pub const INT_ARG_REGS: usize = 6;

@@ -341,7 +341,7 @@ fn trampoline(
     // A body of type `!` never comes back: the trampoline ends in a trap after its call.
     let diverges = matches!(info.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)));
     // The position of `tos` among the integer argument registers, or `stack` for the seventh
-    // integer argument (x86-64 passes it on the stack; AArch64 still in a register).
+    // integer argument (x86-64 passes it on the stack; AArch64 and RISC-V still in a register).
     let tos_arg = match tos {
         Some(pos) => {
             let pos = proc_macro2::Literal::usize_unsuffixed(pos);

@@ -12,11 +12,16 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
 compile_error!(
-    "irqstack supports target_arch = \"x86_64\" (everything) and \"aarch64\" (user space, \
-     aarch64-unknown-linux-gnu) only: its trampolines are per-architecture assembly (ports to \
-     other architectures follow the kernel's per-arch `call_on_irq_stack`)"
+    "irqstack supports target_arch = \"x86_64\" (everything), \"aarch64\" (user space, \
+     aarch64-unknown-linux-gnu) and \"riscv64\" (user space, riscv64gc-unknown-linux-gnu) only: \
+     its trampolines are per-architecture assembly (ports to other architectures follow the \
+     kernel's per-arch `call_on_irq_stack`)"
 );
 
 #[cfg(feature = "std")]
@@ -151,6 +156,12 @@ pub(crate) fn current_sp() -> usize {
     #[cfg(target_arch = "aarch64")]
     unsafe {
         core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: copies sp into a register (`addi rd, sp, 0`); touches no memory, no stack and no
+    // flags.
+    #[cfg(target_arch = "riscv64")]
+    unsafe {
+        core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
     sp
 }
@@ -353,7 +364,7 @@ mod padded {
 macro_rules! closure_trampoline {
     ($abi:literal) => {
         /// The trampoline of [`run_on_irqstack`]: `tos` arrives in the third integer argument
-        /// register (`rdx`, `x2`); the first two pass through to the shim unchanged. See
+        /// register (`rdx`, `x2`, `a2`); the first two pass through to the shim unchanged. See
         /// `__irqstack_rt_trampoline`.
         #[cfg(not(feature = "call-padding"))]
         #[unsafe(naked)]
@@ -372,7 +383,7 @@ macro_rules! closure_trampoline {
 }
 #[cfg(target_arch = "x86_64")]
 closure_trampoline!("sysv64-unwind");
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 closure_trampoline!("C-unwind");
 
 /// A value that an inline switch (feature `inline-switch`) hands to the body in one

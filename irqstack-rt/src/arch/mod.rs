@@ -12,14 +12,16 @@
 //! - `entry`: the interrupt entry stubs of `#[idtentry]` and the register frame they build
 //!   (`PtRegs`, the layout of Linux's `struct pt_regs`).
 //!
-//! x86-64 has everything; AArch64 has the user-space pieces (no `entry`: `#[idtentry]` and
-//! `PtRegs` are x86-64 only). The crate refuses to build elsewhere with a message that names the
+//! x86-64 has everything; AArch64 and RISC-V 64 have the user-space pieces (no `entry`:
+//! `#[idtentry]` and `PtRegs` are x86-64 only). The crate refuses to build elsewhere with a message that names the
 //! supported architectures.
 
 mod markers;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(target_arch = "riscv64")]
+mod riscv64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

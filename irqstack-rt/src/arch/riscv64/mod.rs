@@ -1,0 +1,41 @@
+//! RISC-V 64 (user space, `riscv64gc-unknown-linux-gnu`, RV64GC with the LP64D ABI): the
+//! trampoline and marker pieces (`pieces`). The kernel-build features and `#[idtentry]` are
+//! x86-64 only for now; a build that asks for them stops here with a message that says so.
+//!
+//! The instrumentation markers (`arch/markers.rs`, `instr_begin!`/`instr_end!`, `#[noinstr]`)
+//! assemble here as everywhere: a `nop` and a 32-bit PC-relative record in a `.discard.*`
+//! section. The assembler writes each record's `label - .` as an `R_RISCV_ADD32` (the label)
+//! and `R_RISCV_SUB32` (the record) relocation pair, as LLVM's RISC-V assembler does for label
+//! differences across sections; the value is the same 32-bit offset (tests/cross_arch.rs reads
+//! the pairs). objtool validates the
+//! records on x86-64 only: on riscv64 nothing reads them.
+
+mod pieces;
+
+#[cfg(feature = "call-padding")]
+compile_error!(
+    "irqstack: feature `call-padding` is supported on target_arch = \"x86_64\" only \
+     (riscv64 has user-space support so far)"
+);
+#[cfg(feature = "inline-switch")]
+compile_error!(
+    "irqstack: feature `inline-switch` is supported on target_arch = \"x86_64\" only \
+     (riscv64 has user-space support so far)"
+);
+#[cfg(feature = "linux-percpu")]
+compile_error!(
+    "irqstack: feature `linux-percpu` (Linux's x86 `%gs` per-CPU variables) is supported on \
+     target_arch = \"x86_64\" only"
+);
+#[cfg(any(
+    feature = "kernel-abi",
+    feature = "rethunk",
+    feature = "sls",
+    feature = "ibt",
+    feature = "objtool-legacy-hints"
+))]
+compile_error!(
+    "irqstack: the kernel-build features (`kernel-abi`, `rethunk`, `sls`, `ibt`, \
+     `objtool-legacy-hints`) are supported on target_arch = \"x86_64\" only \
+     (riscv64 has user-space support so far)"
+);

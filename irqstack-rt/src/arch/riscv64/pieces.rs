@@ -1,0 +1,256 @@
+//! Assembly template pieces for RISC-V 64 (GNU syntax, RV64GC, LP64D), under the same names as
+//! x86-64's and AArch64's (see `arch/x86_64/pieces.rs` for how pieces reach generated code and
+//! why labels are numeric).
+//!
+//! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
+
+/// The function return of hand-written code: `ret` (`jalr x0, 0(ra)`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_ret {
+    () => {
+        "ret\n"
+    };
+}
+
+/// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
+/// the unwinder of panics and backtraces reads.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_cfi_sections {
+    () => {
+        ""
+    };
+}
+
+/// CFI after the switch: nothing on RISC-V. The CFA is s0 + 0 from the frame record on, and s0
+/// is callee-saved, so that rule stays right across the switch and the body call; it is what
+/// `Backtrace` and panics need. (gdb may still refuse to step from the IRQ stack to a lower
+/// interrupted stack, "previous frame inner to this frame", as on AArch64: x86-64's CFI-only
+/// switch frames are not ported.)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_cfi {
+    () => {
+        ""
+    };
+}
+
+/// A shim of a generated handler, written by the proc macro without an ABI: this gives it the
+/// one its trampoline calls with, `extern "C-unwind"` (the LP64D psABI, unwinding allowed).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_shim {
+    ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        $(#[$($attr)*])* extern "C-unwind" fn $($rest)*
+    };
+}
+
+/// The body of a stack-switching trampoline (RISC-V 64, for `naked_asm!`), after Linux's riscv
+/// `call_on_irq_stack` (arch/riscv/kernel/entry.S).
+///
+/// As on the other architectures, the trampoline has the body's signature plus one last
+/// pointer argument, the top slot `tos` of the claimed IRQ stack, so every other argument
+/// already sits where the body expects it. `tos = N` names its position among the integer
+/// argument registers (`a0`..`a5`); `tos = stack` is the seventh integer argument, which x86-64
+/// passes on the stack but the RISC-V psABI still in `a6`. Float arguments (`fa0`..`fa7` under
+/// LP64D) never reach a trampoline: handlers with float arguments take the argument block
+/// (pointers only) on every architecture but x86-64.
+///
+/// ```text
+/// addi sp, sp, -16    room for the frame record on the interrupted stack (sp stays 16-byte
+///                     aligned, as the psABI requires)
+/// sd ra, 8(sp)        frame record: ra at s0 - 8 and the caller's s0 at s0 - 16, the layout
+///                     frame-pointer unwinders walk; ra must survive the call below anyway
+/// sd s0, 0(sp)
+/// addi s0, sp, 16     s0 = the CFA (sp at entry): from here the CFA is s0 + 0, whatever sp does
+/// sd sp, 0(tos)       save the interrupted sp in the top slot (`interrupted_sp()` and
+///                     unwinders follow it)
+/// mv sp, tos          switch; tos is 16-byte aligned, as the psABI requires of sp
+/// B: call body        direct call: `auipc ra` + `jalr ra` (R_RISCV_CALL_PLT; rustc's riscv64
+///                     targets do not ask for linker relaxation, so it stays two
+///                     instructions rather than one `jal`); B carries the begin record
+/// E: addi sp, s0, -16 back: s0 is callee-saved, so it still points just above the frame
+///                     record on the interrupted stack; E carries the end record
+/// ld ra, 8(sp)        restore ra and s0 from the frame record
+/// ld s0, 0(sp)
+/// addi sp, sp, 16     pop the frame record: sp is the caller's again
+/// ret
+/// ```
+///
+/// The body may use the memory at and above its entry sp, so the top slot at `0(tos)` stays
+/// intact: psABI callees only write below sp (there is no red zone and no home area), and
+/// `call` pushes nothing.
+///
+/// The CFI is what lets unwinders cross the switch: without the `.cfi_*` lines (tried once,
+/// under qemu-user) the unwinder takes the trampoline's frame for one whose CFA is the current
+/// sp and whose return address is still in ra, which points back into the trampoline, and
+/// loops there for ever: `backtrace_from_the_body_reaches_the_caller` and both panic tests of
+/// tests/switch.rs never finish, and tests/cross_arch.rs fails at its run timeout.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline {
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
+        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
+    };
+    // The seventh integer argument: a6 on RISC-V.
+    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a6", $b, $e, $nr)
+    };
+    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a0", $b, $e, $nr)
+    };
+    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a1", $b, $e, $nr)
+    };
+    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a2", $b, $e, $nr)
+    };
+    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a3", $b, $e, $nr)
+    };
+    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a4", $b, $e, $nr)
+    };
+    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline!(@body "a5", $b, $e, $nr)
+    };
+    // The way back: sp from s0 (just above the frame record on the interrupted stack), restore
+    // ra and s0, pop the record, return. The CFA moves to sp + 16, then to sp + 0.
+    (@tail false) => {
+        ::core::concat!(
+            // sp = the frame record (s0 - 16); the CFA is sp + 16 again.
+            "addi sp, s0, -16\n",
+            ".cfi_def_cfa sp, 16\n",
+            // ra back from the record: the caller's return address.
+            "ld ra, 8(sp)\n",
+            ".cfi_restore ra\n",
+            // s0 back from the record: the caller's frame pointer.
+            "ld s0, 0(sp)\n",
+            ".cfi_restore s0\n",
+            // Pop the record: sp is the caller's, the CFA is sp + 0.
+            "addi sp, sp, 16\n",
+            ".cfi_def_cfa_offset 0\n",
+            // Return to ra.
+            $crate::__irqstack_rt_ret!(),
+        )
+    };
+    // A body of type `!` never returns: a trap (breakpoint, SIGTRAP) after the call instead of
+    // the way back.
+    (@tail true) => {
+        "ebreak\n"
+    };
+    (@body $reg:literal, $b:literal, $e:literal, $nr:tt) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_cfi_sections!(),
+            ".cfi_startproc\n",
+            // Room for the frame record on the interrupted stack: CFA = sp + 16.
+            "addi sp, sp, -16\n",
+            ".cfi_def_cfa_offset 16\n",
+            // ra in the record's upper word: at CFA - 8.
+            "sd ra, 8(sp)\n",
+            ".cfi_offset ra, -8\n",
+            // The caller's s0 in the record's lower word: at CFA - 16.
+            "sd s0, 0(sp)\n",
+            ".cfi_offset s0, -16\n",
+            // s0 = the CFA (the sp at entry); the CFA is s0 + 0 from here, across the switch.
+            "addi s0, sp, 16\n",
+            ".cfi_def_cfa s0, 0\n",
+            // Save the interrupted sp (the frame record's address) in the IRQ stack's top slot.
+            "sd sp, 0(",
+            $reg,
+            ")\n",
+            // Switch to the IRQ stack: sp = tos (16-byte aligned).
+            "mv sp, ",
+            $reg,
+            "\n",
+            $crate::__irqstack_rt_switch_cfi!(),
+            // Label B (instrumentation begins) on the direct call of the body.
+            $b,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}\n",
+            // Label E (instrumentation ends) on the first instruction after the call.
+            $e,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_trampoline!(@tail $nr),
+            ".cfi_endproc\n",
+        )
+    };
+}
+
+/// Defines one trampoline of a handler: `unsafe extern "C-unwind" fn $name(params..., tos)`
+/// whose code is [`__irqstack_rt_trampoline!`], calling `$body` (a naked function in
+/// `.noinstr.text`; `$symbol` and `$shim_symbol` are for x86-64's `call-padding`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_def {
+    (
+        name = $name:ident,
+        generics = [$($generics:tt)*],
+        params = [$($param:ty),*],
+        output = [$($output:tt)*],
+        where = [$($where:tt)*],
+        tos = $tos:tt,
+        begin = $begin:literal,
+        end = $end:literal,
+        body = $body:ident,
+        shim = [$($shim:tt)*],
+        symbol = $symbol:literal,
+        shim_symbol = $shim_symbol:literal,
+        noreturn = $noreturn:tt $(,)?
+    ) => {
+        $crate::__irqstack_rt_shim! { $($shim)* }
+        #[unsafe(naked)]
+        #[unsafe(link_section = ".noinstr.text")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe extern "C-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
+            ::core::arch::naked_asm!(
+                $crate::__irqstack_rt_trampoline!(
+                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                ),
+                body = sym $body,
+            )
+        }
+    };
+}
+
+/// Defines one trampoline of a handler and the shim it calls: always the out-of-line trampoline
+/// (the inline switch is x86-64's `inline-switch`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_fn {
+    (inline = $inline:tt $(-> $ret:ident)?, $($def:tt)*) => {
+        $crate::__irqstack_rt_trampoline_def! { $($def)* }
+    };
+}
+
+/// What `set_backend!` defines besides the hooks: nothing on RISC-V.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_backend_extras {
+    () => {};
+}
+
+/// `#[idtentry]` builds x86-64 IDT entry stubs: a clear error elsewhere.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_idt_stub {
+    ($($t:tt)*) => {
+        ::core::compile_error!(
+            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
+        )
+    };
+}
+
+/// See `__irqstack_rt_idt_stub`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_idt_vectors {
+    ($($t:tt)*) => {
+        ::core::compile_error!(
+            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
+        )
+    };
+}
