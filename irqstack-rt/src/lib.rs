@@ -70,8 +70,8 @@ pub use arch::PtRegs;
 pub mod entry_hooks;
 #[cfg(target_arch = "x86_64")]
 mod switch_frames;
-// AArch64's port of the CFI-only switch frames (user-space builds).
-#[cfg(all(target_arch = "aarch64", feature = "std"))]
+// The AArch64 and riscv64 ports of the CFI-only switch frames (user-space builds).
+#[cfg(all(any(target_arch = "aarch64", target_arch = "riscv64"), feature = "std"))]
 use arch::switch_frames;
 
 #[doc(hidden)]

@@ -11,6 +11,8 @@
 //! records on x86-64 only: on riscv64 nothing reads them.
 
 mod pieces;
+#[cfg(feature = "std")]
+pub(crate) mod switch_frames;
 
 #[cfg(feature = "call-padding")]
 compile_error!(
