@@ -72,7 +72,9 @@ macro_rules! __irqstack_rt_shim {
 /// ```text
 /// stp x29, x30, [sp, #-16]!   frame record on the interrupted stack: frame-pointer unwinders
 ///                             walk through it, and x30 (the return address) is kept over the bl
-/// mov x29, sp                 from here the CFA is x29 + 16, whatever sp does
+/// mov x29, sp                 from here the CFA is x29 + 16, whatever sp does (std builds:
+///                             sp + 16, the IRQ stack's top, from the switch until the body
+///                             returns; see `__irqstack_rt_switch_cfi!`)
 /// mov x16, sp                 sp cannot be stored directly: copy it to x16 (IP0, a scratch
 ///                             register that carries no argument)
 /// str x16, [tos]              save the interrupted sp in the top slot (`interrupted_sp()` and
@@ -140,7 +142,8 @@ macro_rules! __irqstack_rt_trampoline {
             // CFA - 16, x30 at CFA - 8.
             "stp x29, x30, [sp, #-16]!\n",
             ".cfi_def_cfa_offset 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
-            // x29 = the frame record; the CFA is x29 + 16 from here, across the switch.
+            // x29 = the frame record; the CFA is x29 + 16 from here (across the switch too,
+            // unless `__irqstack_rt_switch_cfi!` says otherwise: std builds).
             "mov x29, sp\n",
             ".cfi_def_cfa_register x29\n",
             // x16 = the interrupted sp (sp cannot be the source of a store).

@@ -81,6 +81,8 @@ macro_rules! __irqstack_rt_shim {
 ///                     frame-pointer unwinders walk; ra must survive the call below anyway
 /// sd s0, 0(sp)
 /// addi s0, sp, 16     s0 = the CFA (sp at entry): from here the CFA is s0 + 0, whatever sp does
+///                     (std builds: sp + 16, the IRQ stack's top, from the switch until the
+///                     body returns; see `__irqstack_rt_switch_cfi!`)
 /// sd sp, 0(tos)       save the interrupted sp in the top slot (`interrupted_sp()` and
 ///                     unwinders follow it)
 /// mv sp, tos          switch; tos is 16-byte aligned, as the psABI requires of sp
@@ -171,7 +173,8 @@ macro_rules! __irqstack_rt_trampoline {
             // The caller's s0 in the record's lower word: at CFA - 16.
             "sd s0, 0(sp)\n",
             ".cfi_offset s0, -16\n",
-            // s0 = the CFA (the sp at entry); the CFA is s0 + 0 from here, across the switch.
+            // s0 = the CFA (the sp at entry); the CFA is s0 + 0 from here (across the switch
+            // too, unless `__irqstack_rt_switch_cfi!` says otherwise: std builds).
             "addi s0, sp, 16\n",
             ".cfi_def_cfa s0, 0\n",
             // Save the interrupted sp (the frame record's address) in the IRQ stack's top slot.
