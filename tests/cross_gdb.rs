@@ -69,15 +69,10 @@ fn walk(cross: &Cross, exe: &Path, layout: &str) -> String {
         .and_then(|l| l.local_addr())
         .expect("a free local port")
         .port();
-    let qemu = Command::new("timeout")
-        .args([
-            "120",
-            cross.qemu,
-            "-L",
-            cross.sysroot,
-            "-g",
-            &port.to_string(),
-        ])
+    // Started directly (not under `timeout`): qemu-user waiting for gdb in `accept` does not act
+    // on SIGTERM, so it is killed below if it outlives gdb.
+    let mut qemu = Command::new(cross.qemu)
+        .args(["-L", cross.sysroot, "-g", &port.to_string()])
         .arg(exe)
         .args([
             "gdb_target",
@@ -92,28 +87,40 @@ fn walk(cross: &Cross, exe: &Path, layout: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting qemu-user");
-    // Attach, retrying while qemu is not listening yet (a connection attempt that fails
-    // leaves the gdbstub untouched).
+    // Attach, retrying for up to 30 s while qemu is not listening yet (a connection attempt
+    // that fails leaves the gdbstub untouched).
     let start = format!(
-        "file {exe}\nset sysroot {sysroot}\npython\nimport time\nfor i in range(100):\n    \
-             try:\n        gdb.execute('target remote 127.0.0.1:{port}')\n        break\n    \
-             except gdb.error:\n        time.sleep(0.1)\nend",
+        "file {exe}\nset sysroot {sysroot}\npython\nimport time\nfor i in range(300):\n    \
+         try:\n        gdb.execute('target remote 127.0.0.1:{port}')\n        break\n    \
+         except gdb.error:\n        time.sleep(0.1)\nend",
         exe = exe.display(),
         sysroot = cross.sysroot,
     );
+    // One directory per test process, architecture and layout: the tests of both
+    // architectures run at the same time.
     let dir = std::env::temp_dir().join(format!(
-        "irqstack-cross-gdb-{}-{layout}",
-        std::process::id()
+        "irqstack-cross-gdb-{}-{}-{layout}",
+        std::process::id(),
+        cross.arch
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("walk.gdb");
     std::fs::write(&script, gdb_walk::script(&start, "continue")).unwrap();
     let gdb = Command::new("timeout")
-        .args(["120", "gdb-multiarch", "-batch", "-nx", "-x"])
+        .args(["-k", "5", "300", "gdb-multiarch", "-batch", "-nx", "-x"])
         .arg(&script)
         .output()
         .expect("running gdb-multiarch");
     let _ = std::fs::remove_dir_all(&dir);
+    // gdb's `kill` ended the target; if gdb never attached, qemu still waits for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while qemu.try_wait().expect("waiting for qemu-user").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = qemu.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let target = qemu.wait_with_output().expect("waiting for qemu-user");
     let stdout = String::from_utf8_lossy(&gdb.stdout);
     let all = format!(
