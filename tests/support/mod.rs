@@ -57,7 +57,17 @@ pub fn run_child(test: &str, role: &str, env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("spawning the test binary as a child")
+    let out = cmd.output().expect("spawning the test binary as a child");
+    // Exit status 127 without a word: the binary could not be executed at all. Under qemu-user
+    // (the fork reports a failed exec that way) that means a foreign binary started without the
+    // emulator: say how to run it instead of failing on an empty child.
+    assert!(
+        !(out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty()),
+        "could not start {test} as a child process; under qemu-user set {CHILD_RUNNER_ENV} to \
+         the runner, e.g. {CHILD_RUNNER_ENV}=\"qemu-aarch64 -L /usr/aarch64-linux-gnu\" \
+         (tests/cross_suite.rs does)"
+    );
+    out
 }
 
 /// Stdout and stderr of a child, for assertion messages.
