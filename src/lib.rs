@@ -320,6 +320,10 @@ macro_rules! instr_end_insn {
 
 #[cfg(feature = "linux-percpu")]
 pub use irqstack_rt::linux_percpu_backend;
+#[cfg(target_arch = "riscv64")]
+pub use irqstack_rt::tp_percpu_backend;
+#[cfg(target_arch = "aarch64")]
+pub use irqstack_rt::tpidr_percpu_backend;
 pub use irqstack_rt::{TOP_SLOT_OFFSET, gs_percpu_backend, set_backend};
 
 /// What generated code names. Not a public API: it changes without notice.

@@ -38,7 +38,7 @@ use core::ptr::NonNull;
 /// # Example
 ///
 /// A backend over static per-CPU arrays indexed by a CPU number (a real kernel would use its
-/// per-CPU area; see also `gs_percpu_backend!`):
+/// per-CPU area; see also `gs_percpu_backend!`, and `tpidr_percpu_backend!` on arm64):
 ///
 /// ```no_run
 /// use core::ops::Range;

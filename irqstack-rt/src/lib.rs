@@ -19,8 +19,9 @@
 )))]
 compile_error!(
     "irqstack supports target_arch = \"x86_64\" (everything), \"aarch64\" (user space, \
-     aarch64-unknown-linux-gnu) and \"riscv64\" (user space, riscv64gc-unknown-linux-gnu) only: \
-     its trampolines are per-architecture assembly (ports to other architectures follow the \
+     aarch64-unknown-linux-gnu, and bare-metal kernels, aarch64-unknown-none) and \"riscv64\" \
+     (user space, riscv64gc-unknown-linux-gnu) only: its trampolines are per-architecture \
+     assembly (ports to other architectures follow the \
      kernel's per-arch `call_on_irq_stack`)"
 );
 

@@ -12,8 +12,10 @@
 //! - `entry`: the interrupt entry stubs of `#[idtentry]` and the register frame they build
 //!   (`PtRegs`, the layout of Linux's `struct pt_regs`).
 //!
-//! x86-64 has everything; AArch64 and RISC-V 64 have the user-space pieces (no `entry`:
-//! `#[idtentry]` and `PtRegs` are x86-64 only). The crate refuses to build elsewhere with a message that names the
+//! x86-64 has everything; AArch64 has the trampoline pieces (user space and bare-metal kernels)
+//! and `percpu` (`tpidr_percpu_backend!`, the ready backend of arm64 kernels); RISC-V 64 has the
+//! user-space pieces. No `entry` but on x86-64: `#[idtentry]` and `PtRegs` are x86-64 only. The
+//! crate refuses to build elsewhere with a message that names the
 //! supported architectures.
 
 mod markers;

@@ -1,7 +1,8 @@
 //! Assembly template pieces for AArch64 (GNU syntax), under the same names as x86-64's (see
 //! `arch/x86_64/pieces.rs` for how pieces reach generated code and why labels are numeric).
 //!
-//! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
+//! User space and bare-metal kernels (with [`tpidr_percpu_backend!`](crate::tpidr_percpu_backend)):
+//! no call padding, no inline switch, no `#[idtentry]` stubs.
 
 /// The function return of hand-written code: `ret` (branch to x30).
 #[doc(hidden)]
@@ -12,8 +13,20 @@ macro_rules! __irqstack_rt_ret {
     };
 }
 
-/// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
-/// the unwinder of panics and backtraces reads.
+/// Where the unwind information of hand-written functions goes: wherever the rest of the object
+/// file's goes, `.eh_frame` unless the object says otherwise. Also in bare-metal `no_std`,
+/// `panic = "abort"` builds: `.cfi_sections` applies to the whole object in LLVM's assembler (a
+/// `.cfi_sections .debug_frame` in one naked trampoline moved all eight FDEs of the
+/// `tests/fixtures/aarch64_tpidr` object, rustc's own included, out of `.eh_frame`, with
+/// `aarch64-unknown-none`'s default unwind tables on), so a library cannot choose a section for
+/// its own FDEs without taking the choice away from the kernel's code: a kernel that reads
+/// `.eh_frame` at run time (a backtracer, or Linux arm64's shadow-call-stack patching of
+/// `CONFIG_UNWIND_PATCH_PAC_INTO_SCS`) would lose every function of that codegen unit. Nothing
+/// unwinds through the trampoline with `panic = "abort"`, so the kernel decides: its linker
+/// script keeps or discards `.eh_frame`, and a kernel that wants debugger-only CFI says
+/// `.cfi_sections .debug_frame` once in its own `global_asm!` (as `examples/aarch64_kernel`
+/// does). x86-64's `kernel-abi` differs: Linux x86 builds without unwind tables, so there the
+/// switch to `.debug_frame` takes nothing from anyone.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_cfi_sections {

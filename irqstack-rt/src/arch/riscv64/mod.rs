@@ -9,7 +9,11 @@
 //! differences across sections; the value is the same 32-bit offset (tests/cross_arch.rs reads
 //! the pairs). objtool validates the
 //! records on x86-64 only: on riscv64 nothing reads them.
+//!
+//! `no_std` kernels (without the kernel-build features) use the same pieces, with the ready
+//! per-CPU backend `tp_percpu_backend!` (`percpu`), as `examples/riscv64_kernel` does.
 
+mod percpu;
 mod pieces;
 #[cfg(feature = "std")]
 pub(crate) mod switch_frames;
@@ -17,12 +21,12 @@ pub(crate) mod switch_frames;
 #[cfg(feature = "call-padding")]
 compile_error!(
     "irqstack: feature `call-padding` is supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
 #[cfg(feature = "inline-switch")]
 compile_error!(
     "irqstack: feature `inline-switch` is supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
 #[cfg(feature = "linux-percpu")]
 compile_error!(
@@ -39,5 +43,5 @@ compile_error!(
 compile_error!(
     "irqstack: the kernel-build features (`kernel-abi`, `rethunk`, `sls`, `ibt`, \
      `objtool-legacy-hints`) are supported on target_arch = \"x86_64\" only \
-     (riscv64 has user-space support so far)"
+     (riscv64 supports user space and bare-metal kernels with `tp_percpu_backend!`)"
 );
