@@ -11,8 +11,9 @@
 //! does not run foreign binaries) and the host gdb (`gdb_backtrace.rs`; `tests/cross_gdb.rs` walks
 //! the foreign binaries with gdb-multiarch).
 //!
-//! Counts are not scaled for emulation: the storm (4 x 50 000 signals) takes about 10 s under
-//! qemu-aarch64 and 25 s under qemu-riscv64, the 1000 threads 2 s. Only the RSS bound of
+//! Counts are not scaled for emulation: the storm and nesting tests (4 x 50 000 signals, 200
+//! rounds to depth 16) take 7-10 s under qemu-aarch64 and about 7 s under qemu-riscv64, the
+//! 10 000 panics and 1000 threads 1-2 s (measured on a loaded 2-CPU machine). Only the RSS bound of
 //! `reliability_resources.rs` is skipped under emulation (qemu's own memory is the process's RSS;
 //! the mapping and heap-block checks stay exact). Children of a test binary (`run_child`) are
 //! started through qemu-user too (`IRQSTACK_CHILD_RUNNER`, see `support/mod.rs`).
@@ -25,8 +26,9 @@ mod cross;
 
 use cross::{AARCH64, Cross, RISCV64};
 
-/// How long the test binaries of one `cargo test` may run under qemu (about 40 s for the
-/// reliability tests under qemu-riscv64, the slowest; the build comes before, without a limit).
+/// How long the test binaries of one `cargo test` may run under qemu (each run takes 10-40 s,
+/// doctest compilation and the `dlopen` fixture's build included; the build of the test
+/// binaries comes before, without a limit).
 /// A trampoline whose CFI is wrong can make the unwinder loop forever: this turns that into a
 /// failure.
 const RUN_TIMEOUT_SECS: &str = "600";
