@@ -165,6 +165,8 @@ pub use irqstack_macros::noinstr;
 /// before 6.4) let objtool `--orc` describe the stub.
 ///
 /// ```
+/// # // x86-64 only by nature (IDT entry stubs): elsewhere the example is configured out.
+/// # #[cfg(target_arch = "x86_64")] {
 /// use irqstack::{idtentry, PtRegs};
 ///
 /// #[idtentry(error_code)]
@@ -182,6 +184,7 @@ pub use irqstack_macros::noinstr;
 /// let gp = asm_exc_general_protection as usize;
 /// let timer = asm_sysvec_apic_timer_interrupt as usize;
 /// assert_ne!(gp, timer);
+/// # }
 /// ```
 pub use irqstack_macros::idtentry;
 
@@ -250,6 +253,7 @@ macro_rules! instr_end {
 ///
 /// ```
 /// # unsafe extern "C" fn ext() {}
+/// # #[cfg(target_arch = "x86_64")]
 /// // SAFETY: calls a C function that takes nothing; `clobber_abi("C")` covers what it may change.
 /// unsafe {
 ///     core::arch::asm!(
@@ -263,6 +267,35 @@ macro_rules! instr_end {
 ///         clobber_abi("C"),
 ///     );
 /// }
+/// # // The same on AArch64 (`bl`, `adr`) and riscv64 (`call`, `lla`): the pieces are arch-neutral.
+/// # #[cfg(target_arch = "aarch64")]
+/// # // SAFETY: as above; `bl` writes x30, which `clobber_abi("C")` covers.
+/// # unsafe {
+/// #     core::arch::asm!(
+/// #         "2:",
+/// #         irqstack::instr_begin_insn!(),
+/// #         "bl {f}",
+/// #         irqstack::instr_end_insn!(),
+/// #         "adr x9, 2b",
+/// #         f = sym ext,
+/// #         out("x9") _,
+/// #         clobber_abi("C"),
+/// #     );
+/// # }
+/// # #[cfg(target_arch = "riscv64")]
+/// # // SAFETY: as above; `call` writes ra (and t1 as scratch), covered by `clobber_abi("C")`.
+/// # unsafe {
+/// #     core::arch::asm!(
+/// #         "2:",
+/// #         irqstack::instr_begin_insn!(),
+/// #         "call {f}",
+/// #         irqstack::instr_end_insn!(),
+/// #         "lla t0, 2b",
+/// #         f = sym ext,
+/// #         out("t0") _,
+/// #         clobber_abi("C"),
+/// #     );
+/// # }
 /// ```
 #[macro_export]
 macro_rules! instr_begin_insn {

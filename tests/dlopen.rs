@@ -19,21 +19,37 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
-use support::{describe, under_ci};
+use support::describe;
 
 const STATS: usize = 4;
 /// Signals in flight at most (all receivers together); see reliability_signals.rs (BACKLOG).
 const BACKLOG: u64 = 64;
 
-/// Builds the fixture library and returns its path.
+/// The target the library is built for when this test binary is a cross build run under
+/// qemu-user (`tests/cross_suite.rs`): the library must match the process that loads it. `None`
+/// on the host (x86-64): the default target, as before.
+const LIBRARY_TARGET: Option<&str> = if cfg!(target_arch = "aarch64") {
+    Some("aarch64-unknown-linux-gnu")
+} else if cfg!(target_arch = "riscv64") {
+    Some("riscv64gc-unknown-linux-gnu")
+} else {
+    None
+};
+
+/// Builds the fixture library and returns its path. Under qemu-user the `cargo` started here is
+/// the host's (qemu-user runs host executables natively) and cross-builds the library.
 fn build_library() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = repo.join("target/fixtures");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(repo.join("tests/fixtures/dlopen_handler"))
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo.join("tests/fixtures/dlopen_handler"))
         .args(["build", "--quiet", "--offline", "--release", "--target-dir"])
-        .arg(&target)
+        .arg(&target);
+    if let Some(triple) = LIBRARY_TARGET {
+        cmd.args(["--target", triple]);
+    }
+    let out = cmd
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .output()
@@ -43,7 +59,11 @@ fn build_library() -> PathBuf {
         "building the fixture:\n{}",
         describe(&out)
     );
-    let lib = target.join("release/libirqstack_fixture_dlopen_handler.so");
+    let lib = match LIBRARY_TARGET {
+        Some(triple) => target.join(triple),
+        None => target,
+    }
+    .join("release/libirqstack_fixture_dlopen_handler.so");
     assert!(lib.exists(), "{} missing", lib.display());
     lib
 }
@@ -218,6 +238,8 @@ fn dlopened_library_handles_a_signal_storm() {
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
+// x86-64 (the host) only: Valgrind does not run foreign binaries under qemu-user.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn dlopened_library_storm_is_memcheck_clean() {
     let valgrind = Command::new("valgrind")
@@ -228,13 +250,13 @@ fn dlopened_library_storm_is_memcheck_clean() {
         eprintln!(
             "\n*** valgrind is not installed: the dlopen memcheck test did NOT run ***\n\
              install it with `apt-get install valgrind`{}\n",
-            if under_ci() {
+            if support::under_ci() {
                 " (required under CI)"
             } else {
                 ""
             }
         );
-        assert!(!under_ci(), "valgrind is required under CI");
+        assert!(!support::under_ci(), "valgrind is required under CI");
         return;
     }
     let lib = build_library();

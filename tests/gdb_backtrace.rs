@@ -4,12 +4,16 @@
 //! The test runs this very test binary under `gdb -batch`, with the ignored test `gdb_target` as
 //! the program: it breaks inside a handler called from a spawned thread, prints the backtrace and,
 //! with gdb's Python API, the stack pointer of every frame.
+//!
+//! The walking tests run the host's gdb on this binary: x86-64 only. The program (`gdb_target`)
+//! builds on every architecture: `tests/cross_gdb.rs` runs it under qemu-user for gdb-multiarch.
 
+#[path = "support/gdb_walk.rs"]
+mod gdb_walk;
 mod support;
 
-use support::{skip, thread_stack};
-
-use std::process::Command;
+use gdb_walk::LAYOUT_ENV;
+use support::thread_stack;
 
 use irqstack::on_irqstack;
 
@@ -31,9 +35,6 @@ fn gdb_interrupted_code() -> u64 {
     std::hint::black_box(r);
     x
 }
-
-/// Where the target thread's stack lies relative to its IRQ stack: `IRQSTACK_GDB_LAYOUT`.
-const LAYOUT_ENV: &str = "IRQSTACK_GDB_LAYOUT";
 
 /// The program gdb runs. Prints the IRQ stack and thread stack bounds for the checker (on stderr,
 /// unbuffered, so they are out before gdb stops the program).
@@ -128,6 +129,56 @@ fn std_backtrace_crosses() -> bool {
     ok
 }
 
+/// Where to map a thread stack so that an IRQ stack mapped later lands below it: above the place
+/// where mappings made without an address go. A probe mapping shows where that is.
+///
+/// Linux places them top-down below `mmap_base`, which lies at least 128 MiB under the main
+/// stack's top: just below the main thread's stack (and its 8 MiB of growth room) is above
+/// them. qemu-user places them bottom-up above the main stack: above the highest mapping (plus a
+/// gap for the mappings still to come) is above them.
+fn irq_below_thread_stack_address() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let range = |l: &str| {
+        let (lo, hi) = l.split(' ').next().unwrap().split_once('-').unwrap();
+        (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        )
+    };
+    let stack_top = range(
+        maps.lines()
+            .find(|l| l.ends_with("[stack]"))
+            .expect("[stack]"),
+    )
+    .1;
+    // SAFETY: a fresh private anonymous mapping at an address the kernel picks, unmapped right
+    // away; only its address is used.
+    let probe = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            1 << 16,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "probe mapping");
+        libc::munmap(p, 1 << 16);
+        p as usize
+    };
+    if probe < stack_top {
+        stack_top - (64 << 20)
+    } else {
+        let highest = maps
+            .lines()
+            .filter(|l| !l.contains("[vsyscall]"))
+            .map(|l| range(l).1)
+            .max()
+            .unwrap();
+        (highest + (256 << 20)) & !((2 << 20) - 1)
+    }
+}
+
 /// Runs `target_thread(layout)` on a pthread whose stack this function maps where the layout
 /// wants it.
 fn run_on_own_stack(layout: &str) {
@@ -135,20 +186,7 @@ fn run_on_own_stack(layout: &str) {
     let at = if layout == "irq-above" {
         0x1000_0000
     } else {
-        // Just below the main thread's stack (and its 8 MiB of growth room): the kernel places
-        // mappings made without an address below `mmap_base`, which lies at least 128 MiB under
-        // the stack top, so the IRQ stack lands below this one.
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let line = maps
-            .lines()
-            .find(|l| l.ends_with("[stack]"))
-            .expect("[stack]");
-        let top = usize::from_str_radix(
-            line.split('-').nth(1).unwrap().split(' ').next().unwrap(),
-            16,
-        )
-        .unwrap();
-        top - (64 << 20)
+        irq_below_thread_stack_address()
     };
     // SAFETY: a fresh private anonymous mapping at an address nothing else occupies
     // (MAP_FIXED_NOREPLACE fails instead of replacing); it serves as the thread's stack and is
@@ -186,24 +224,7 @@ fn run_on_own_stack(layout: &str) {
     }
 }
 
-const SCRIPT: &str = r#"
-set pagination off
-set print thread-events off
-set confirm off
-break irqstack_gdb_breakpoint
-run
-echo BT-BEGIN\n
-bt
-echo BT-END\n
-python
-f = gdb.newest_frame()
-while f is not None:
-    print("FRAME %s %#x" % (f.name(), int(f.read_register("rsp"))))
-    f = f.older()
-end
-kill
-"#;
-
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_from_the_irq_stack_to_the_caller() {
     walk("natural");
@@ -211,26 +232,30 @@ fn gdb_walks_from_the_irq_stack_to_the_caller() {
 
 /// The IRQ stack mapped above the thread stack: gdb used to stop at the trampoline with
 /// "previous frame inner to this frame (corrupt stack?)".
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_across_the_switch_with_the_irq_stack_above() {
     walk("irq-above");
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn gdb_walks_across_the_switch_with_the_irq_stack_below() {
     walk("irq-below");
 }
 
+/// Runs `gdb_target` under the host's gdb in `layout` and checks the walk.
+#[cfg(target_arch = "x86_64")]
 fn walk(layout: &str) {
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
+    if !support::skip::command_runs("gdb", &["--version"]) {
+        return support::skip::skip("gdb", "apt-get install gdb", false);
     }
     let dir = std::env::temp_dir().join(format!("irqstack-gdb-{}-{layout}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("walk.gdb");
-    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::write(&script, gdb_walk::script("", "run")).unwrap();
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("timeout")
+    let out = std::process::Command::new("timeout")
         .arg("300")
         .arg("gdb")
         .args(["-batch", "-nx", "-x"])
@@ -251,87 +276,5 @@ fn walk(layout: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("{stdout}\n--- stderr ---\n{stderr}");
-
-    let bounds = all
-        .lines()
-        .find_map(|l| l.strip_prefix("IRQSTACK "))
-        .unwrap_or_else(|| panic!("the target did not print its IRQ stack:\n{all}"));
-    let mut parts = bounds
-        .split_whitespace()
-        .map(|h| usize::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex bound"));
-    let irq = parts.next().unwrap()..parts.next().unwrap();
-
-    let bt = stdout
-        .split("BT-BEGIN")
-        .nth(1)
-        .and_then(|s| s.split("BT-END").next())
-        .unwrap_or_else(|| panic!("no backtrace in gdb output:\n{all}"));
-    for want in [
-        "irqstack_gdb_breakpoint",
-        "__irqstack_trampoline",
-        "gdb_interrupted_code",
-    ] {
-        assert!(bt.contains(want), "backtrace lacks {want}:\n{all}");
-    }
-    assert!(
-        !all.contains("corrupt stack") && !all.contains("Backtrace stopped"),
-        "gdb stopped unwinding:\n{all}"
-    );
-
-    // Frame stack pointers: the body's frames lie on the IRQ stack, the interrupted code's on
-    // the thread's own stack.
-    let frames: Vec<(String, usize)> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("FRAME "))
-        .filter_map(|l| {
-            let (name, sp) = l.rsplit_once(' ')?;
-            Some((
-                name.to_string(),
-                usize::from_str_radix(sp.trim_start_matches("0x"), 16).ok()?,
-            ))
-        })
-        .collect();
-    let sp_of = |want: &str| {
-        frames
-            .iter()
-            .find(|(n, _)| n.contains(want))
-            .map(|(_, sp)| *sp)
-            .unwrap_or_else(|| panic!("no frame {want}:\n{all}"))
-    };
-    assert!(irq.contains(&sp_of("irqstack_gdb_breakpoint")), "{all}");
-    let caller = sp_of("gdb_interrupted_code");
-    assert!(!irq.contains(&caller), "{all}");
-    // The walk goes on past the interrupted code, to the thread's start.
-    let after_caller: Vec<_> = frames
-        .iter()
-        .skip_while(|(n, _)| !n.contains("gdb_interrupted_code"))
-        .collect();
-    assert!(after_caller.len() >= 3, "{all}");
-    assert!(
-        after_caller
-            .iter()
-            .any(|(n, _)| n.contains("target_thread")),
-        "the walk did not reach the thread's start:\n{all}"
-    );
-    let task = bounds_line(&all, "TASKSTACK ");
-    assert!(task.contains(&caller), "{all}");
-    assert!(
-        all.contains("PANICS-CAUGHT 3 STD-BACKTRACE-CROSSES true"),
-        "panics or std::backtrace in layout {layout}:\n{all}"
-    );
-    println!(
-        "layout {layout}: IRQ stack {irq:x?}, thread stack {task:x?}: gdb walked {} frames",
-        frames.len()
-    );
-}
-
-fn bounds_line(all: &str, prefix: &str) -> std::ops::Range<usize> {
-    let line = all
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("the target did not print {prefix}:\n{all}"));
-    let mut parts = line
-        .split_whitespace()
-        .map(|h| usize::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex bound"));
-    parts.next().unwrap()..parts.next().unwrap()
+    println!("{}", gdb_walk::check(layout, &stdout, &all));
 }

@@ -101,8 +101,11 @@ fn assert_no_growth(before: &Footprint, after: &Footprint, mapping_slack: usize)
         before.live_blocks,
         after.live_blocks
     );
+    // Under qemu-user the RSS is qemu's process: 1000 guest threads left it 300 MiB larger
+    // (measured: 51 756 -> 365 952 KiB) with the guest's mappings and heap blocks unchanged. The
+    // exact checks above still hold there; the RSS bound is for native runs.
     assert!(
-        after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
+        support::emulated() || after.rss_kib <= before.rss_kib + RSS_SLACK_KIB,
         "RSS grew from {} to {} KiB",
         before.rss_kib,
         after.rss_kib

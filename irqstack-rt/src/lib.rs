@@ -71,6 +71,9 @@ pub use arch::PtRegs;
 pub mod entry_hooks;
 #[cfg(target_arch = "x86_64")]
 mod switch_frames;
+// The AArch64 and riscv64 ports of the CFI-only switch frames (user-space builds).
+#[cfg(all(any(target_arch = "aarch64", target_arch = "riscv64"), feature = "std"))]
+use arch::switch_frames;
 
 #[doc(hidden)]
 pub use backend_trait::__assert_percpu_types;

@@ -336,12 +336,9 @@ fn create_marked() -> Result<usize, IrqStackError> {
     crate::overflow::register(base as usize, low, high);
     // SAFETY: the padding word above the top slot, inside the fresh mapping (8-byte aligned,
     // written before the stack is published). The trampoline's CFI reads it as its return
-    // address: it leads unwinders across the switch (switch_frames.rs, x86-64 only). Nothing
-    // else uses it.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        ((high - 8) as *mut usize).write(crate::switch_frames::switch_return_address())
-    };
+    // address: it leads unwinders across the switch (switch_frames.rs; AArch64 and riscv64:
+    // arch/<arch>/switch_frames.rs). Nothing else uses it.
+    unsafe { ((high - 8) as *mut usize).write(crate::switch_frames::switch_return_address()) };
     LOW.with(|l| l.store(low, Ordering::Relaxed));
     compiler_fence(Ordering::SeqCst);
     HIGH.with(|h| h.store(high, Ordering::Relaxed));

@@ -42,6 +42,9 @@
 //!
 //! Kernel builds (`kernel-abi`) get the same two frames, written out by hand in `.debug_frame`
 //! (see `__irqstack_rt_switch_cfi` below); other `no_std` builds keep the kernel's CFI.
+//!
+//! AArch64 and riscv64 user-space builds have their ports in `arch/aarch64/switch_frames.rs` and
+//! `arch/riscv64/switch_frames.rs` (the same two frames around their frame records).
 
 /// CFI after the switch in the trampoline (user-space builds): the trampoline's frame is the top
 /// of the IRQ stack and returns into `irq_stack_switch` (see the module documentation).

@@ -12,7 +12,6 @@ mod support;
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 use irqstack::{interrupted_sp, irq_stack_bounds, irqstack_active, on_irqstack};
@@ -477,393 +476,401 @@ fn nested_signals_run_in_place_with_sa_nodefer() {
 //
 // The trampoline's address range comes from the symbol table of this test binary (`object`
 // crate), relocated by the distance between a `no_mangle` anchor's runtime and link addresses.
+//
+// x86-64 only by nature: AArch64 and riscv64 user space has no trap flag (single-step is an
+// EL1/debug-mode control, reachable only through ptrace, which qemu-user does not offer).
+#[cfg(target_arch = "x86_64")]
+mod stepping {
+    use super::*;
 
-const STEP_CAP: usize = 50_000;
-/// Per step: interrupted rip, interrupted rsp, handler sp, link in the top slot, on the IRQ
-/// stack, sp of a handler called from the trap handler.
-static STEP_LOG: [[AtomicUsize; 6]; STEP_CAP] =
-    [const { [const { AtomicUsize::new(0) }; 6] }; STEP_CAP];
-static STEPS: AtomicUsize = AtomicUsize::new(0);
-use support::TF;
+    const STEP_CAP: usize = 50_000;
+    /// Per step: interrupted rip, interrupted rsp, handler sp, link in the top slot, on the IRQ
+    /// stack, sp of a handler called from the trap handler.
+    static STEP_LOG: [[AtomicUsize; 6]; STEP_CAP] =
+        [const { [const { AtomicUsize::new(0) }; 6] }; STEP_CAP];
+    static STEPS: AtomicUsize = AtomicUsize::new(0);
+    use support::TF;
 
-/// The stepping tests share `STEP_LOG`: they take turns (libtest runs tests on parallel threads).
-/// Installs the `SIGTRAP` handler on first use.
-fn stepping() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| support::install(libc::SIGTRAP, trap_irq, 0));
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+    /// The stepping tests share `STEP_LOG`: they take turns (libtest runs tests on parallel threads).
+    /// Installs the `SIGTRAP` handler on first use.
+    fn stepping() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| support::install(libc::SIGTRAP, trap_irq, 0));
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-#[on_irqstack]
-fn inner_probe() -> usize {
-    here()
-}
+    #[on_irqstack]
+    fn inner_probe() -> usize {
+        here()
+    }
 
-/// SIGTRAP handler: records one step.
-#[on_irqstack]
-extern "C" fn trap_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let n = STEPS.fetch_add(1, Relaxed);
-    // SAFETY: `ctx` is the ucontext the kernel passed to this SA_SIGINFO handler.
-    let (rip, rsp) = unsafe { interrupted_regs(ctx) };
-    let rec = [
-        rip,
-        rsp,
-        here(),
-        interrupted_sp().unwrap_or(0),
-        irqstack_active() as usize,
-        // A handler entered from here must run in place, wherever this one runs.
-        inner_probe(),
-    ];
-    if let Some(slot) = STEP_LOG.get(n) {
-        for (s, v) in slot.iter().zip(rec) {
-            s.store(v, Relaxed);
+    /// SIGTRAP handler: records one step.
+    #[on_irqstack]
+    extern "C" fn trap_irq(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let n = STEPS.fetch_add(1, Relaxed);
+        // SAFETY: `ctx` is the ucontext the kernel passed to this SA_SIGINFO handler.
+        let (rip, rsp) = unsafe { interrupted_regs(ctx) };
+        let rec = [
+            rip,
+            rsp,
+            here(),
+            interrupted_sp().unwrap_or(0),
+            irqstack_active() as usize,
+            // A handler entered from here must run in place, wherever this one runs.
+            inner_probe(),
+        ];
+        if let Some(slot) = STEP_LOG.get(n) {
+            for (s, v) in slot.iter().zip(rec) {
+                s.store(v, Relaxed);
+            }
+        }
+        if n + 1 >= STEP_CAP {
+            // Runaway stepping (should not happen): stop tracing, the test then fails on the count.
+            // SAFETY: the kernel restores eflags from this ucontext at sigreturn.
+            unsafe {
+                (*(ctx as *mut libc::ucontext_t)).uc_mcontext.gregs[libc::REG_EFL as usize] &= !TF
+            };
         }
     }
-    if n + 1 >= STEP_CAP {
-        // Runaway stepping (should not happen): stop tracing, the test then fails on the count.
-        // SAFETY: the kernel restores eflags from this ucontext at sigreturn.
-        unsafe {
-            (*(ctx as *mut libc::ucontext_t)).uc_mcontext.gregs[libc::REG_EFL as usize] &= !TF
-        };
+
+    #[on_irqstack]
+    fn step_target_reg(a: u64, b: u64) -> u64 {
+        a.wrapping_mul(3).wrapping_add(b)
     }
-}
 
-#[on_irqstack]
-fn step_target_reg(a: u64, b: u64) -> u64 {
-    a.wrapping_mul(3).wrapping_add(b)
-}
-
-/// The out-of-line shapes of issue 15: the wrapper is a function of its own, as when a signal
-/// handler, an IDT entry or a callback table calls it (its claim and release are not inlined into
-/// the caller).
-#[on_irqstack]
-#[inline(never)]
-fn step_target_outline(a: u64, b: u64) -> u64 {
-    a.wrapping_mul(3).wrapping_add(b)
-}
-
-/// The demo's shape: an `extern "C"` handler, called through a function pointer.
-#[on_irqstack]
-#[inline(never)]
-extern "C" fn step_target_extern_c(a: u64, b: u64) -> u64 {
-    a.wrapping_mul(3).wrapping_add(b)
-}
-
-#[derive(Clone, Copy)]
-struct Wide([u64; 5]);
-
-#[on_irqstack]
-fn step_target_block(w: Wide) -> u64 {
-    w.0.iter().sum()
-}
-
-/// Anchor to relocate symbol addresses: its link-time address is in the symbol table.
-// SAFETY: the name is unique to this test binary; nothing else defines the symbol.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn irqstack_reliability_step_anchor() -> usize {
-    std::hint::black_box(7)
-}
-
-/// Runtime address ranges of the functions whose symbol names pass `filter`.
-fn symbol_ranges(filter: impl Fn(&str) -> bool) -> Vec<Range<usize>> {
-    use object::{Object, ObjectSymbol};
-    let data = std::fs::read("/proc/self/exe").expect("reading /proc/self/exe");
-    let file = object::File::parse(&*data).expect("parsing /proc/self/exe");
-    let anchor = file
-        .symbols()
-        .find(|s| s.name() == Ok("irqstack_reliability_step_anchor"))
-        .expect("anchor symbol");
-    let bias = (irqstack_reliability_step_anchor as *const () as usize)
-        .wrapping_sub(anchor.address() as usize);
-    file.symbols()
-        .filter(|s| s.size() > 0 && s.name().is_ok_and(&filter))
-        .map(|s| {
-            let start = (s.address() as usize).wrapping_add(bias);
-            start..start + s.size() as usize
-        })
-        .collect()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Seen {
-    /// The IRQ stack was free: the trap handler switched to it.
-    Switched,
-    /// The IRQ stack was claimed, the stepped code still (or again) on the thread stack: the trap
-    /// handler ran in place on the thread stack.
-    InPlaceTask,
-    /// The stepped code ran on the IRQ stack: the trap handler ran in place below it.
-    InPlaceIrq,
-}
-
-#[derive(Debug)]
-struct Step {
-    rip: usize,
-    rsp: usize,
-    sp: usize,
-    link: usize,
-    active: bool,
-    inner: usize,
-}
-
-fn classify(s: &Step, irq: &Range<usize>, task: &Range<usize>) -> Result<Seen, String> {
-    let in_place_inner = s.inner <= s.sp && (irq.contains(&s.sp) == irq.contains(&s.inner));
-    if !in_place_inner {
-        return Err("a handler called from the trap handler switched again".into());
+    /// The out-of-line shapes of issue 15: the wrapper is a function of its own, as when a signal
+    /// handler, an IDT entry or a callback table calls it (its claim and release are not inlined into
+    /// the caller).
+    #[on_irqstack]
+    #[inline(never)]
+    fn step_target_outline(a: u64, b: u64) -> u64 {
+        a.wrapping_mul(3).wrapping_add(b)
     }
-    if irq.contains(&s.sp) && task.contains(&s.rsp) {
-        if s.active && task.contains(&s.link) && s.link < s.rsp {
-            return Ok(Seen::Switched);
+
+    /// The demo's shape: an `extern "C"` handler, called through a function pointer.
+    #[on_irqstack]
+    #[inline(never)]
+    extern "C" fn step_target_extern_c(a: u64, b: u64) -> u64 {
+        a.wrapping_mul(3).wrapping_add(b)
+    }
+
+    #[derive(Clone, Copy)]
+    struct Wide([u64; 5]);
+
+    #[on_irqstack]
+    fn step_target_block(w: Wide) -> u64 {
+        w.0.iter().sum()
+    }
+
+    /// Anchor to relocate symbol addresses: its link-time address is in the symbol table.
+    // SAFETY: the name is unique to this test binary; nothing else defines the symbol.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn irqstack_reliability_step_anchor() -> usize {
+        std::hint::black_box(7)
+    }
+
+    /// Runtime address ranges of the functions whose symbol names pass `filter`.
+    fn symbol_ranges(filter: impl Fn(&str) -> bool) -> Vec<Range<usize>> {
+        use object::{Object, ObjectSymbol};
+        let data = std::fs::read("/proc/self/exe").expect("reading /proc/self/exe");
+        let file = object::File::parse(&*data).expect("parsing /proc/self/exe");
+        let anchor = file
+            .symbols()
+            .find(|s| s.name() == Ok("irqstack_reliability_step_anchor"))
+            .expect("anchor symbol");
+        let bias = (irqstack_reliability_step_anchor as *const () as usize)
+            .wrapping_sub(anchor.address() as usize);
+        file.symbols()
+            .filter(|s| s.size() > 0 && s.name().is_ok_and(&filter))
+            .map(|s| {
+                let start = (s.address() as usize).wrapping_add(bias);
+                start..start + s.size() as usize
+            })
+            .collect()
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Seen {
+        /// The IRQ stack was free: the trap handler switched to it.
+        Switched,
+        /// The IRQ stack was claimed, the stepped code still (or again) on the thread stack: the trap
+        /// handler ran in place on the thread stack.
+        InPlaceTask,
+        /// The stepped code ran on the IRQ stack: the trap handler ran in place below it.
+        InPlaceIrq,
+    }
+
+    #[derive(Debug)]
+    struct Step {
+        rip: usize,
+        rsp: usize,
+        sp: usize,
+        link: usize,
+        active: bool,
+        inner: usize,
+    }
+
+    fn classify(s: &Step, irq: &Range<usize>, task: &Range<usize>) -> Result<Seen, String> {
+        let in_place_inner = s.inner <= s.sp && (irq.contains(&s.sp) == irq.contains(&s.inner));
+        if !in_place_inner {
+            return Err("a handler called from the trap handler switched again".into());
         }
-    } else if irq.contains(&s.sp) && irq.contains(&s.rsp) {
-        if s.active && s.sp < s.rsp {
-            return Ok(Seen::InPlaceIrq);
+        if irq.contains(&s.sp) && task.contains(&s.rsp) {
+            if s.active && task.contains(&s.link) && s.link < s.rsp {
+                return Ok(Seen::Switched);
+            }
+        } else if irq.contains(&s.sp) && irq.contains(&s.rsp) {
+            if s.active && s.sp < s.rsp {
+                return Ok(Seen::InPlaceIrq);
+            }
+        } else if task.contains(&s.sp)
+            && task.contains(&s.rsp)
+            && !s.active
+            && s.link == 0
+            && s.sp < s.rsp
+        {
+            return Ok(Seen::InPlaceTask);
         }
-    } else if task.contains(&s.sp)
-        && task.contains(&s.rsp)
-        && !s.active
-        && s.link == 0
-        && s.sp < s.rsp
-    {
-        return Ok(Seen::InPlaceTask);
+        Err("inconsistent".into())
     }
-    Err("inconsistent".into())
-}
 
-/// Steps `f` and checks every recorded boundary; returns (steps, trampoline steps).
-fn step_and_check(
-    name: &str,
-    tramp_filter: impl Fn(&str) -> bool,
-    f: impl FnOnce() -> bool,
-) -> (usize, usize) {
-    let irq = irqstack::prepare_irq_stack().unwrap();
-    let task = thread_stack();
-    let tos = irq.end - irqstack::TOP_SLOT_OFFSET;
-    STEPS.store(0, SeqCst);
-    let ok = support::single_step(f);
-    let n = STEPS.load(SeqCst);
-    assert!(ok, "{name}: the stepped call returned a wrong value");
-    assert!(n > 0 && n < STEP_CAP, "{name}: {n} steps");
-    let steps: Vec<Step> = STEP_LOG[..n]
-        .iter()
-        .map(|r| {
+    /// Steps `f` and checks every recorded boundary; returns (steps, trampoline steps).
+    fn step_and_check(
+        name: &str,
+        tramp_filter: impl Fn(&str) -> bool,
+        f: impl FnOnce() -> bool,
+    ) -> (usize, usize) {
+        let irq = irqstack::prepare_irq_stack().unwrap();
+        let task = thread_stack();
+        let tos = irq.end - irqstack::TOP_SLOT_OFFSET;
+        STEPS.store(0, SeqCst);
+        let ok = support::single_step(f);
+        let n = STEPS.load(SeqCst);
+        assert!(ok, "{name}: the stepped call returned a wrong value");
+        assert!(n > 0 && n < STEP_CAP, "{name}: {n} steps");
+        let steps: Vec<Step> = STEP_LOG[..n]
+            .iter()
+            .map(|r| {
+                let v = [0, 1, 2, 3, 4, 5].map(|i| r[i].load(Relaxed));
+                Step {
+                    rip: v[0],
+                    rsp: v[1],
+                    sp: v[2],
+                    link: v[3],
+                    active: v[4] == 1,
+                    inner: v[5],
+                }
+            })
+            .collect();
+        let seen: Vec<Seen> = steps
+            .iter()
+            .map(|s| classify(s, &irq, &task).unwrap_or_else(|e| panic!("{name}: {e} at {s:x?}")))
+            .collect();
+        // The order of states along the instruction stream: free, claimed (thread stack), on the
+        // IRQ stack, claimed (back on the thread stack), free. Nothing else, nowhere else.
+        let mut runs = seen.clone();
+        runs.dedup();
+        assert_eq!(
+            runs,
+            [
+                Seen::Switched,
+                Seen::InPlaceTask,
+                Seen::InPlaceIrq,
+                Seen::InPlaceTask,
+                Seen::Switched
+            ],
+            "{name}: state sequence"
+        );
+
+        // The trampoline: the recorded rips inside it, in order, are its instructions.
+        let ranges = symbol_ranges(tramp_filter);
+        let tramp = ranges
+            .iter()
+            .find(|r| steps.iter().any(|s| r.contains(&s.rip)))
+            .unwrap_or_else(|| panic!("{name}: no step in any of the trampolines {ranges:x?}"))
+            .clone();
+        let mut at: Vec<(usize, Seen, &Step)> = steps
+            .iter()
+            .zip(&seen)
+            .filter(|(s, _)| tramp.contains(&s.rip))
+            .map(|(s, c)| (s.rip, *c, s))
+            .collect();
+        at.dedup_by_key(|(rip, _, _)| *rip);
+        let rips: Vec<usize> = at.iter().map(|a| a.0).collect();
+        // SAFETY: reads one byte of this binary's code at each stepped address (text is readable).
+        let opcode = |rip: usize| unsafe { (rip as *const u8).read() };
+        let ops: Vec<u8> = rips.iter().map(|&r| opcode(r)).collect();
+        // push rbp; mov rbp, rsp; mov [tos], rsp; mov rsp, tos; call; leave; ret.
+        assert_eq!(
+            rips.len(),
+            7,
+            "{name}: trampoline steps {rips:x?} ops {ops:x?}"
+        );
+        assert!(
+            rips.windows(2).all(|w| w[0] < w[1]),
+            "{name}: not straight-line {rips:x?}"
+        );
+        assert_eq!(rips[0], tramp.start, "{name}");
+        // The ret is the last instruction (followed by an `int3` with the `sls` feature).
+        let after_ret = *rips.last().unwrap() + 1;
+        assert!(
+            after_ret == tramp.end || (after_ret + 1 == tramp.end && opcode(after_ret) == 0xcc),
+            "{name}: the trampoline {tramp:x?} goes on after its ret at {:#x}",
+            after_ret - 1
+        );
+        assert_eq!(ops[0], 0x55, "{name}: push rbp");
+        assert_eq!(ops[4], 0xe8, "{name}: call");
+        assert_eq!(&ops[5..], &[0xc9, 0xc3], "{name}: leave; ret");
+        let states: Vec<Seen> = at.iter().map(|a| a.1).collect();
+        use Seen::{InPlaceIrq as Irq, InPlaceTask as Task};
+        assert_eq!(states, [Task, Task, Task, Task, Irq, Irq, Task], "{name}");
+        // At `mov [tos], rsp` the stepped rsp is the value the switch saves; every handler that ran
+        // in place on the IRQ stack found exactly that link in the top slot.
+        let saved = at[2].2.rsp;
+        assert!(
+            steps
+                .iter()
+                .zip(&seen)
+                .filter(|(_, c)| **c == Irq)
+                .all(|(s, _)| s.link == saved),
+            "{name}: top slot"
+        );
+        assert_eq!(at[4].2.rsp, tos, "{name}: rsp at the call is the top slot");
+        assert_eq!(
+            at[5].2.rsp, tos,
+            "{name}: rsp back at the top slot after the call"
+        );
+        // `leave` switches back to the saved stack pointer (held in rbp) and pops rbp.
+        assert_eq!(
+            at[6].2.rsp,
+            saved + 8,
+            "{name}: leave restores the saved rsp"
+        );
+        assert_released_and_switching(&irq, &task);
+        (n, rips.len())
+    }
+
+    /// Steps `f`, called on the IRQ stack (so every handler call in it is nested and runs in
+    /// place), and checks every recorded boundary: the stepped code never leaves the IRQ stack, the
+    /// trap handler always runs in place below it, some steps are inside the wrapper whose symbol
+    /// passes `wrapper_filter` (it really ran out of line) and none is inside a trampoline (it did not
+    /// switch). Afterwards the IRQ stack is free and the next call switches to it. Returns (steps,
+    /// wrapper steps).
+    fn step_nested_and_check(
+        name: &str,
+        wrapper_filter: impl Fn(&str) -> bool,
+        f: impl FnOnce() -> bool,
+    ) -> (usize, usize) {
+        let irq = irqstack::prepare_irq_stack().unwrap();
+        let task = thread_stack();
+        STEPS.store(0, SeqCst);
+        let (ok, outer_sp) = irqstack::run_on_irqstack(|| (support::single_step(f), here()));
+        let n = STEPS.load(SeqCst);
+        assert!(
+            irq.contains(&outer_sp),
+            "{name}: run_on_irqstack did not switch"
+        );
+        assert!(ok, "{name}: the stepped call returned a wrong value");
+        assert!(n > 0 && n < STEP_CAP, "{name}: {n} steps");
+        let wrappers = symbol_ranges(wrapper_filter);
+        let trampolines = symbol_ranges(|s| s.contains("__irqstack_trampoline"));
+        let mut in_wrapper = 0;
+        for r in &STEP_LOG[..n] {
             let v = [0, 1, 2, 3, 4, 5].map(|i| r[i].load(Relaxed));
-            Step {
+            let s = Step {
                 rip: v[0],
                 rsp: v[1],
                 sp: v[2],
                 link: v[3],
                 active: v[4] == 1,
                 inner: v[5],
-            }
-        })
-        .collect();
-    let seen: Vec<Seen> = steps
-        .iter()
-        .map(|s| classify(s, &irq, &task).unwrap_or_else(|e| panic!("{name}: {e} at {s:x?}")))
-        .collect();
-    // The order of states along the instruction stream: free, claimed (thread stack), on the
-    // IRQ stack, claimed (back on the thread stack), free. Nothing else, nowhere else.
-    let mut runs = seen.clone();
-    runs.dedup();
-    assert_eq!(
-        runs,
-        [
-            Seen::Switched,
-            Seen::InPlaceTask,
-            Seen::InPlaceIrq,
-            Seen::InPlaceTask,
-            Seen::Switched
-        ],
-        "{name}: state sequence"
-    );
-
-    // The trampoline: the recorded rips inside it, in order, are its instructions.
-    let ranges = symbol_ranges(tramp_filter);
-    let tramp = ranges
-        .iter()
-        .find(|r| steps.iter().any(|s| r.contains(&s.rip)))
-        .unwrap_or_else(|| panic!("{name}: no step in any of the trampolines {ranges:x?}"))
-        .clone();
-    let mut at: Vec<(usize, Seen, &Step)> = steps
-        .iter()
-        .zip(&seen)
-        .filter(|(s, _)| tramp.contains(&s.rip))
-        .map(|(s, c)| (s.rip, *c, s))
-        .collect();
-    at.dedup_by_key(|(rip, _, _)| *rip);
-    let rips: Vec<usize> = at.iter().map(|a| a.0).collect();
-    // SAFETY: reads one byte of this binary's code at each stepped address (text is readable).
-    let opcode = |rip: usize| unsafe { (rip as *const u8).read() };
-    let ops: Vec<u8> = rips.iter().map(|&r| opcode(r)).collect();
-    // push rbp; mov rbp, rsp; mov [tos], rsp; mov rsp, tos; call; leave; ret.
-    assert_eq!(
-        rips.len(),
-        7,
-        "{name}: trampoline steps {rips:x?} ops {ops:x?}"
-    );
-    assert!(
-        rips.windows(2).all(|w| w[0] < w[1]),
-        "{name}: not straight-line {rips:x?}"
-    );
-    assert_eq!(rips[0], tramp.start, "{name}");
-    // The ret is the last instruction (followed by an `int3` with the `sls` feature).
-    let after_ret = *rips.last().unwrap() + 1;
-    assert!(
-        after_ret == tramp.end || (after_ret + 1 == tramp.end && opcode(after_ret) == 0xcc),
-        "{name}: the trampoline {tramp:x?} goes on after its ret at {:#x}",
-        after_ret - 1
-    );
-    assert_eq!(ops[0], 0x55, "{name}: push rbp");
-    assert_eq!(ops[4], 0xe8, "{name}: call");
-    assert_eq!(&ops[5..], &[0xc9, 0xc3], "{name}: leave; ret");
-    let states: Vec<Seen> = at.iter().map(|a| a.1).collect();
-    use Seen::{InPlaceIrq as Irq, InPlaceTask as Task};
-    assert_eq!(states, [Task, Task, Task, Task, Irq, Irq, Task], "{name}");
-    // At `mov [tos], rsp` the stepped rsp is the value the switch saves; every handler that ran
-    // in place on the IRQ stack found exactly that link in the top slot.
-    let saved = at[2].2.rsp;
-    assert!(
-        steps
-            .iter()
-            .zip(&seen)
-            .filter(|(_, c)| **c == Irq)
-            .all(|(s, _)| s.link == saved),
-        "{name}: top slot"
-    );
-    assert_eq!(at[4].2.rsp, tos, "{name}: rsp at the call is the top slot");
-    assert_eq!(
-        at[5].2.rsp, tos,
-        "{name}: rsp back at the top slot after the call"
-    );
-    // `leave` switches back to the saved stack pointer (held in rbp) and pops rbp.
-    assert_eq!(
-        at[6].2.rsp,
-        saved + 8,
-        "{name}: leave restores the saved rsp"
-    );
-    assert_released_and_switching(&irq, &task);
-    (n, rips.len())
-}
-
-/// Steps `f`, called on the IRQ stack (so every handler call in it is nested and runs in
-/// place), and checks every recorded boundary: the stepped code never leaves the IRQ stack, the
-/// trap handler always runs in place below it, some steps are inside the wrapper whose symbol
-/// passes `wrapper_filter` (it really ran out of line) and none is inside a trampoline (it did not
-/// switch). Afterwards the IRQ stack is free and the next call switches to it. Returns (steps,
-/// wrapper steps).
-fn step_nested_and_check(
-    name: &str,
-    wrapper_filter: impl Fn(&str) -> bool,
-    f: impl FnOnce() -> bool,
-) -> (usize, usize) {
-    let irq = irqstack::prepare_irq_stack().unwrap();
-    let task = thread_stack();
-    STEPS.store(0, SeqCst);
-    let (ok, outer_sp) = irqstack::run_on_irqstack(|| (support::single_step(f), here()));
-    let n = STEPS.load(SeqCst);
-    assert!(
-        irq.contains(&outer_sp),
-        "{name}: run_on_irqstack did not switch"
-    );
-    assert!(ok, "{name}: the stepped call returned a wrong value");
-    assert!(n > 0 && n < STEP_CAP, "{name}: {n} steps");
-    let wrappers = symbol_ranges(wrapper_filter);
-    let trampolines = symbol_ranges(|s| s.contains("__irqstack_trampoline"));
-    let mut in_wrapper = 0;
-    for r in &STEP_LOG[..n] {
-        let v = [0, 1, 2, 3, 4, 5].map(|i| r[i].load(Relaxed));
-        let s = Step {
-            rip: v[0],
-            rsp: v[1],
-            sp: v[2],
-            link: v[3],
-            active: v[4] == 1,
-            inner: v[5],
-        };
-        let seen = classify(&s, &irq, &task).unwrap_or_else(|e| panic!("{name}: {e} at {s:x?}"));
-        assert_eq!(seen, Seen::InPlaceIrq, "{name}: at {s:x?}");
+            };
+            let seen =
+                classify(&s, &irq, &task).unwrap_or_else(|e| panic!("{name}: {e} at {s:x?}"));
+            assert_eq!(seen, Seen::InPlaceIrq, "{name}: at {s:x?}");
+            assert!(
+                !trampolines.iter().any(|t| t.contains(&s.rip)),
+                "{name}: the nested call switched at {s:x?}"
+            );
+            in_wrapper += usize::from(wrappers.iter().any(|w| w.contains(&s.rip)));
+        }
         assert!(
-            !trampolines.iter().any(|t| t.contains(&s.rip)),
-            "{name}: the nested call switched at {s:x?}"
+            in_wrapper > 0,
+            "{name}: no step inside the out-of-line wrapper {wrappers:x?}"
         );
-        in_wrapper += usize::from(wrappers.iter().any(|w| w.contains(&s.rip)));
+        assert_released_and_switching(&irq, &task);
+        (n, in_wrapper)
     }
-    assert!(
-        in_wrapper > 0,
-        "{name}: no step inside the out-of-line wrapper {wrappers:x?}"
-    );
-    assert_released_and_switching(&irq, &task);
-    (n, in_wrapper)
-}
 
-#[test]
-fn handler_entered_at_every_instruction_of_the_switch() {
-    let _one_at_a_time = stepping();
-    let report = std::thread::spawn(|| {
-        let is_tramp = |fn_name: &'static str| {
-            move |sym: &str| sym.contains(fn_name) && sym.contains("__irqstack_trampoline")
-        };
-        let reg = step_and_check("register form", is_tramp("step_target_reg"), || {
-            step_target_reg(std::hint::black_box(13), std::hint::black_box(3)) == 42
-        });
-        let block = step_and_check("block form", is_tramp("step_target_block"), || {
-            step_target_block(std::hint::black_box(Wide([2, 4, 8, 12, 16]))) == 42
-        });
-        let v = [40u64, 2];
-        let closure = step_and_check(
-            "closure form",
-            |sym| sym.contains("closure_trampoline"),
-            || irqstack::run_on_irqstack(|| v.iter().sum::<u64>()) == 42,
+    #[test]
+    fn handler_entered_at_every_instruction_of_the_switch() {
+        let _one_at_a_time = stepping();
+        let report = std::thread::spawn(|| {
+            let is_tramp = |fn_name: &'static str| {
+                move |sym: &str| sym.contains(fn_name) && sym.contains("__irqstack_trampoline")
+            };
+            let reg = step_and_check("register form", is_tramp("step_target_reg"), || {
+                step_target_reg(std::hint::black_box(13), std::hint::black_box(3)) == 42
+            });
+            let block = step_and_check("block form", is_tramp("step_target_block"), || {
+                step_target_block(std::hint::black_box(Wide([2, 4, 8, 12, 16]))) == 42
+            });
+            let v = [40u64, 2];
+            let closure = step_and_check(
+                "closure form",
+                |sym| sym.contains("closure_trampoline"),
+                || irqstack::run_on_irqstack(|| v.iter().sum::<u64>()) == 42,
+            );
+            let outline = step_and_check("out of line", is_tramp("step_target_outline"), || {
+                step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42
+            });
+            let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
+            let extern_c = step_and_check(
+                "extern \"C\" through a pointer",
+                is_tramp("step_target_extern_c"),
+                || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+            );
+            [reg, block, closure, outline, extern_c]
+        })
+        .join()
+        .unwrap();
+        println!(
+            "single-stepped (steps, trampoline instructions): register {:?}, block {:?}, closure {:?}, \
+             out of line {:?}, extern \"C\" through a pointer {:?}",
+            report[0], report[1], report[2], report[3], report[4]
         );
-        let outline = step_and_check("out of line", is_tramp("step_target_outline"), || {
-            step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42
-        });
-        let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
-        let extern_c = step_and_check(
-            "extern \"C\" through a pointer",
-            is_tramp("step_target_extern_c"),
-            || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
-        );
-        [reg, block, closure, outline, extern_c]
-    })
-    .join()
-    .unwrap();
-    println!(
-        "single-stepped (steps, trampoline instructions): register {:?}, block {:?}, closure {:?}, \
-         out of line {:?}, extern \"C\" through a pointer {:?}",
-        report[0], report[1], report[2], report[3], report[4]
-    );
-}
+    }
 
-/// Out-of-line handlers called on the IRQ stack (nested): a handler entered at every instruction
-/// of the wrapper's in-place path runs in place too, and the IRQ stack is free afterwards.
-#[test]
-fn handler_entered_at_every_instruction_of_a_nested_out_of_line_call() {
-    let _one_at_a_time = stepping();
-    let report = std::thread::spawn(|| {
-        let is_wrapper = |fn_name: &'static str| {
-            move |sym: &str| sym.contains(fn_name) && !sym.contains("__irqstack")
-        };
-        let outline = step_nested_and_check(
-            "nested out of line",
-            is_wrapper("step_target_outline"),
-            || step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+    /// Out-of-line handlers called on the IRQ stack (nested): a handler entered at every instruction
+    /// of the wrapper's in-place path runs in place too, and the IRQ stack is free afterwards.
+    #[test]
+    fn handler_entered_at_every_instruction_of_a_nested_out_of_line_call() {
+        let _one_at_a_time = stepping();
+        let report = std::thread::spawn(|| {
+            let is_wrapper = |fn_name: &'static str| {
+                move |sym: &str| sym.contains(fn_name) && !sym.contains("__irqstack")
+            };
+            let outline = step_nested_and_check(
+                "nested out of line",
+                is_wrapper("step_target_outline"),
+                || step_target_outline(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+            );
+            let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
+            let extern_c = step_nested_and_check(
+                "nested extern \"C\" through a pointer",
+                is_wrapper("step_target_extern_c"),
+                || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
+            );
+            [outline, extern_c]
+        })
+        .join()
+        .unwrap();
+        println!(
+            "single-stepped nested (steps, steps in the wrapper): out of line {:?}, extern \"C\" \
+             through a pointer {:?}",
+            report[0], report[1]
         );
-        let ptr: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(step_target_extern_c);
-        let extern_c = step_nested_and_check(
-            "nested extern \"C\" through a pointer",
-            is_wrapper("step_target_extern_c"),
-            || ptr(std::hint::black_box(13), std::hint::black_box(3)) == 42,
-        );
-        [outline, extern_c]
-    })
-    .join()
-    .unwrap();
-    println!(
-        "single-stepped nested (steps, steps in the wrapper): out of line {:?}, extern \"C\" \
-         through a pointer {:?}",
-        report[0], report[1]
-    );
+    }
 }

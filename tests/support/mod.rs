@@ -17,19 +17,57 @@ pub fn child_role() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
+/// Environment variable naming the program (and its first arguments, separated by spaces) that
+/// runs a child process of a cross-built test binary, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
+/// (set by `tests/cross_suite.rs`). qemu-user passes `execve` to the host kernel, which cannot
+/// run a foreign binary without binfmt_misc: the child must be started through the emulator too.
+/// Unset (the host, or real hardware): the binary is executed directly.
+pub const CHILD_RUNNER_ENV: &str = "IRQSTACK_CHILD_RUNNER";
+
+/// Whether this process runs under a user-mode emulator (qemu-user), as [`CHILD_RUNNER_ENV`] says.
+/// Then the process's resident memory (`VmRSS`, the host process's figure) includes the
+/// emulator's own: its translated-code cache and per-thread state.
+pub fn emulated() -> bool {
+    std::env::var_os(CHILD_RUNNER_ENV).is_some_and(|r| !r.is_empty())
+}
+
+/// A command that runs this very test binary: directly, or through [`CHILD_RUNNER_ENV`].
+pub fn self_command() -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let runner = std::env::var(CHILD_RUNNER_ENV).unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
+}
+
 /// Runs test `test` of this very binary in a child process, alone (`--exact`, one test thread),
 /// with `CHILD_ENV=role` and `env`, and returns its output. Child processes isolate what may
 /// not run next to other tests: crashes on purpose, and measurements of the whole process.
 pub fn run_child(test: &str, role: &str, env: &[(&str, &str)]) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
+    let mut cmd = self_command();
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, role)
         .env_remove("RUST_BACKTRACE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("spawning the test binary as a child")
+    let out = cmd.output().expect("spawning the test binary as a child");
+    // Exit status 127 without a word: the binary could not be executed at all. Under qemu-user
+    // (the fork reports a failed exec that way) that means a foreign binary started without the
+    // emulator: say how to run it instead of failing on an empty child.
+    assert!(
+        !(out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty()),
+        "could not start {test} as a child process; under qemu-user set {CHILD_RUNNER_ENV} to \
+         the runner, e.g. {CHILD_RUNNER_ENV}=\"qemu-aarch64 -L /usr/aarch64-linux-gnu\" \
+         (tests/cross_suite.rs does)"
+    );
+    out
 }
 
 /// Stdout and stderr of a child, for assertion messages.
@@ -137,7 +175,8 @@ pub fn install(sig: libc::c_int, handler: SigInfoHandler, flags: libc::c_int) {
     }
 }
 
-/// The interrupted rip and rsp saved in a signal handler's `ucontext`.
+/// The interrupted program counter and stack pointer saved in a signal handler's `ucontext`
+/// (x86-64: rip and rsp; AArch64: pc and sp; riscv64: pc and x2).
 ///
 /// # Safety
 ///
@@ -145,10 +184,22 @@ pub fn install(sig: libc::c_int, handler: SigInfoHandler, flags: libc::c_int) {
 pub unsafe fn interrupted_regs(ctx: *mut libc::c_void) -> (usize, usize) {
     // SAFETY: per the contract, `ctx` points to the kernel-written ucontext_t.
     let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-    (
+    #[cfg(target_arch = "x86_64")]
+    let regs = (
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize,
         uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize,
-    )
+    );
+    // AArch64 `struct sigcontext` (glibc's mcontext_t): fault_address, regs[31], sp, pc, pstate.
+    #[cfg(target_arch = "aarch64")]
+    let regs = (uc.uc_mcontext.pc as usize, uc.uc_mcontext.sp as usize);
+    // riscv64 `struct user_regs_struct` (glibc's __gregs): slot 0 is pc (REG_PC), then x1..x31
+    // in order, so slot 2 is x2 = sp (REG_SP).
+    #[cfg(target_arch = "riscv64")]
+    let regs = (
+        uc.uc_mcontext.__gregs[0] as usize,
+        uc.uc_mcontext.__gregs[2] as usize,
+    );
+    regs
 }
 
 /// Whether tools that the tests need must be present (under CI): see [`skip::tools_required`].

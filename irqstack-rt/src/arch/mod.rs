@@ -28,3 +28,10 @@ mod riscv64;
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
+
+// The CFI-only switch frames of AArch64 user-space builds (x86-64's are `crate::switch_frames`).
+#[cfg(all(target_arch = "aarch64", feature = "std"))]
+pub(crate) use aarch64::switch_frames;
+// The same for riscv64.
+#[cfg(all(target_arch = "riscv64", feature = "std"))]
+pub(crate) use riscv64::switch_frames;

@@ -35,11 +35,27 @@ macro_rules! __irqstack_rt_cfi_sections {
     };
 }
 
-/// CFI after the switch: nothing on AArch64. The frame record's CFA (x29 + 16) stays in force
-/// across the switch, which is what `Backtrace` and panics need. gdb, though, stops at the switch
-/// ("previous frame inner to this frame") when the IRQ stack lies above the interrupted stack,
-/// as it does under qemu-user, which maps later mappings above the main stack; x86-64's
-/// CFI-only switch frames (`switch_frames.rs`) are not ported yet.
+/// CFI after the switch in the trampoline (user-space builds): the trampoline's frame is the top
+/// of the IRQ stack and returns into the CFI-only switch frames (`arch/aarch64/switch_frames.rs`),
+/// so that gdb crosses the switch whichever stack lies higher.
+///
+/// From `mov sp, tos` until the body returns, sp = tos, so CFA = sp + 16 is the top of the IRQ
+/// stack (above every body frame). x30 keeps its rule "at CFA - 8": that is the padding word
+/// above the top slot, which the std backend fills at creation with the address of the switch
+/// frames. x29 is unchanged (it still points at the frame record on the interrupted stack, and
+/// the body preserves it): same value, instead of the record's slot.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_cfi {
+    () => {
+        ".cfi_def_cfa sp, 16\n.cfi_same_value x29\n"
+    };
+}
+
+/// `no_std` builds: the frame record's CFA (x29 + 16) stays in force across the switch, which is
+/// what panics and backtraces need; the linked backend's stacks carry no switch frame address.
+#[cfg(not(feature = "std"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switch_cfi {
@@ -69,7 +85,9 @@ macro_rules! __irqstack_rt_shim {
 /// ```text
 /// stp x29, x30, [sp, #-16]!   frame record on the interrupted stack: frame-pointer unwinders
 ///                             walk through it, and x30 (the return address) is kept over the bl
-/// mov x29, sp                 from here the CFA is x29 + 16, whatever sp does
+/// mov x29, sp                 from here the CFA is x29 + 16, whatever sp does (std builds:
+///                             sp + 16, the IRQ stack's top, from the switch until the body
+///                             returns; see `__irqstack_rt_switch_cfi!`)
 /// mov x16, sp                 sp cannot be stored directly: copy it to x16 (IP0, a scratch
 ///                             register that carries no argument)
 /// str x16, [tos]              save the interrupted sp in the top slot (`interrupted_sp()` and
@@ -113,11 +131,13 @@ macro_rules! __irqstack_rt_trampoline {
         $crate::__irqstack_rt_trampoline!(@body "x5", $b, $e, $nr)
     };
     // The way back: sp from x29 (the frame record on the interrupted stack), pop the record,
-    // return. The CFA moves back to sp, then to sp + 0 with both registers restored.
+    // return. The CFA moves back to sp (+ 16, the record's top: the offset is 16 in both forms of
+    // the switch CFI) with x29 again in the record (std builds said "same value" while the body
+    // ran), then to sp + 0 with both registers restored.
     (@tail false) => {
         ::core::concat!(
             "mov sp, x29\n",
-            ".cfi_def_cfa_register sp\n",
+            ".cfi_def_cfa_register sp\n.cfi_offset x29, -16\n",
             "ldp x29, x30, [sp], #16\n",
             ".cfi_def_cfa_offset 0\n.cfi_restore x29\n.cfi_restore x30\n",
             $crate::__irqstack_rt_ret!(),
@@ -135,7 +155,8 @@ macro_rules! __irqstack_rt_trampoline {
             // CFA - 16, x30 at CFA - 8.
             "stp x29, x30, [sp, #-16]!\n",
             ".cfi_def_cfa_offset 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
-            // x29 = the frame record; the CFA is x29 + 16 from here, across the switch.
+            // x29 = the frame record; the CFA is x29 + 16 from here (across the switch too,
+            // unless `__irqstack_rt_switch_cfi!` says otherwise: std builds).
             "mov x29, sp\n",
             ".cfi_def_cfa_register x29\n",
             // x16 = the interrupted sp (sp cannot be the source of a store).

@@ -15,6 +15,8 @@
 
 mod percpu;
 mod pieces;
+#[cfg(feature = "std")]
+pub(crate) mod switch_frames;
 
 #[cfg(feature = "call-padding")]
 compile_error!(

@@ -23,11 +23,28 @@ macro_rules! __irqstack_rt_cfi_sections {
     };
 }
 
-/// CFI after the switch: nothing on RISC-V. The CFA is s0 + 0 from the frame record on, and s0
-/// is callee-saved, so that rule stays right across the switch and the body call; it is what
-/// `Backtrace` and panics need. (gdb may still refuse to step from the IRQ stack to a lower
-/// interrupted stack, "previous frame inner to this frame", as on AArch64: x86-64's CFI-only
-/// switch frames are not ported.)
+/// CFI after the switch in the trampoline (user-space builds): the trampoline's frame is the top
+/// of the IRQ stack and returns into the CFI-only switch frames (`arch/riscv64/switch_frames.rs`),
+/// so that gdb crosses the switch whichever stack lies higher.
+///
+/// From `mv sp, tos` until the body returns, sp = tos, so CFA = sp + 16 is the top of the IRQ
+/// stack (above every body frame). ra keeps its rule "at CFA - 8": that is the padding word above
+/// the top slot, which the std backend fills at creation with the address of the switch frames.
+/// s0 is unchanged (it still points just above the frame record on the interrupted stack, and
+/// the body preserves it): same value, instead of the record's slot.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_switch_cfi {
+    () => {
+        ".cfi_def_cfa sp, 16\n.cfi_same_value s0\n"
+    };
+}
+
+/// `no_std` builds: the CFA stays s0 + 0 from the frame record on (s0 is callee-saved, so the
+/// rule is right across the switch and the body call), which is what panics and backtraces
+/// need; the linked backend's stacks carry no switch frame address.
+#[cfg(not(feature = "std"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switch_cfi {
@@ -64,6 +81,8 @@ macro_rules! __irqstack_rt_shim {
 ///                     frame-pointer unwinders walk; ra must survive the call below anyway
 /// sd s0, 0(sp)
 /// addi s0, sp, 16     s0 = the CFA (sp at entry): from here the CFA is s0 + 0, whatever sp does
+///                     (std builds: sp + 16, the IRQ stack's top, from the switch until the
+///                     body returns; see `__irqstack_rt_switch_cfi!`)
 /// sd sp, 0(tos)       save the interrupted sp in the top slot (`interrupted_sp()` and
 ///                     unwinders follow it)
 /// mv sp, tos          switch; tos is 16-byte aligned, as the psABI requires of sp
@@ -121,7 +140,8 @@ macro_rules! __irqstack_rt_trampoline {
         ::core::concat!(
             // sp = the frame record (s0 - 16); the CFA is sp + 16 again.
             "addi sp, s0, -16\n",
-            ".cfi_def_cfa sp, 16\n",
+            // s0 is again in the record (std builds said "same value" while the body ran).
+            ".cfi_def_cfa sp, 16\n.cfi_offset s0, -16\n",
             // ra back from the record: the caller's return address.
             "ld ra, 8(sp)\n",
             ".cfi_restore ra\n",
@@ -153,7 +173,8 @@ macro_rules! __irqstack_rt_trampoline {
             // The caller's s0 in the record's lower word: at CFA - 16.
             "sd s0, 0(sp)\n",
             ".cfi_offset s0, -16\n",
-            // s0 = the CFA (the sp at entry); the CFA is s0 + 0 from here, across the switch.
+            // s0 = the CFA (the sp at entry); the CFA is s0 + 0 from here (across the switch
+            // too, unless `__irqstack_rt_switch_cfi!` says otherwise: std builds).
             "addi s0, sp, 16\n",
             ".cfi_def_cfa s0, 0\n",
             // Save the interrupted sp (the frame record's address) in the IRQ stack's top slot.
