@@ -487,3 +487,73 @@ fn marker_records_on_riscv64_point_at_their_instructions() {
     assert!(ends.iter().any(|i| i == "nop"), "{ends:?}");
     assert!(ends.iter().any(|i| i == "add sp,s0,-16"), "{ends:?}");
 }
+
+/// The Valgrind client request that registers each IRQ stack (`overflow.rs`) follows Valgrind's
+/// AArch64 protocol: the marker (`ror x12` by 3, 13, 51, 61, then `orr x10, x10, x10`) with the
+/// request's address in `x4` and the default in `x3`, read back from `x3`. Valgrind does not run
+/// under qemu-user, so the sequence is checked in the disassembly of an aarch64 binary (the
+/// switch tests, which create IRQ stacks and so call the request: under qemu-user it must leave
+/// `x3` alone, and they pass).
+#[test]
+fn valgrind_client_request_follows_the_aarch64_protocol() {
+    if !AARCH64.tools_present() {
+        return;
+    }
+    let build = AARCH64.cargo(&["test", "--no-run", "-p", "irqstack", "--test", "switch"]);
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    assert!(build.status.success(), "{stderr}");
+    // cargo names the test executable: "Executable tests/switch.rs (<path>)".
+    let exe = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Executable tests/switch.rs ("))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no executable in cargo's output:\n{stderr}"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("aarch64-linux-gnu-objdump")
+        .args(["-d", "-C", "--no-show-raw-insn"])
+        .arg(root.join(exe))
+        .output()
+        .expect("running aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)");
+    assert!(out.status.success());
+    let dis = String::from_utf8_lossy(&out.stdout);
+    // The body of `irqstack_rt::overflow::valgrind_request`: its instructions, operands
+    // normalised ("ror\tx12, x12, #3" -> "ror x12, x12, #3").
+    let body: Vec<String> = dis
+        .split("\n\n")
+        .find(|block| {
+            block
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains("<irqstack_rt::overflow::valgrind_request"))
+        })
+        .expect("no irqstack_rt::overflow::valgrind_request in the aarch64 binary")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(":\t").map(|(_, i)| i.replace('\t', " ")))
+        .map(|i| i.split("//").next().unwrap().trim().to_string())
+        .collect();
+    let marker = [
+        "ror x12, x12, #3",
+        "ror x12, x12, #13",
+        "ror x12, x12, #51",
+        "ror x12, x12, #61",
+        "orr x10, x10, x10",
+    ];
+    let at = body
+        .windows(marker.len())
+        .position(|w| w.iter().zip(marker).all(|(a, b)| a == b))
+        .unwrap_or_else(|| panic!("no client-request marker in valgrind_request:\n{body:#?}"));
+    // Before the marker: x4 = the request's address and x3 = the default; after it, x3 is the
+    // result (moved to x0 for the return, or stored first in a debug build).
+    let before = &body[..at];
+    assert!(
+        before.iter().any(|i| i.contains(" x4,")) && before.iter().any(|i| i.contains(" x3,")),
+        "x3/x4 not set before the marker:\n{body:#?}"
+    );
+    assert!(
+        body[at + marker.len()..]
+            .iter()
+            .any(|i| i == "mov x0, x3" || i.starts_with("str x3,")),
+        "the result is not read from x3:\n{body:#?}"
+    );
+}
