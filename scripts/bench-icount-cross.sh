@@ -113,10 +113,10 @@ for arch in "${arches[@]}"; do
     unset count
 
     # The trampoline of the switched row alone, entry to `ret`.
-    tramp=$(awk '/<icount::rows::switched::__irqstack_trampoline_reg>:$/ { on = 1; next }
+    tramp=$(awk '/<icount::rows::switched::__irqstack_dispatch::__irqstack_trampoline_reg>:$/ { on = 1; next }
                  on && /^$/ { exit } on && /^ *[0-9a-f]+:\t/ { n++; if ($0 ~ /\tret/) { print n; exit } }' "$dis")
     echo
-    echo "trampoline (icount::rows::switched::__irqstack_trampoline_reg), entry to ret: $tramp instructions"
+    echo "trampoline (icount::rows::switched::__irqstack_dispatch::__irqstack_trampoline_reg), entry to ret: $tramp instructions"
 
     if [ "${SHOW:-0}" = 1 ]; then
         for spec in "${rows[@]:0:3}"; do

@@ -172,6 +172,26 @@ fn negate() {
     TOS.with(|t| t.store(t.load(Ordering::Relaxed).wrapping_neg(), Ordering::Relaxed));
 }
 
+/// The claim, `TOS = -tos`, where `tos` is what the test has just loaded: the word still holds
+/// it, since a signal handler that ran in between restored what it found.
+///
+/// x86-64 negates in memory (`negate`: one `neg qword ptr fs:[...]`, and `tos` stays in the
+/// trampoline's argument register). Load/store architectures have no memory negation: there
+/// `negate` is a load, a `neg` and a store, and storing the negated register instead saves the
+/// reload (AArch64: `neg x8, x1; str x8, [x21, x20]` instead of `ldr`/`neg`/`str`). A signal
+/// between the load of `tos` and this store finds the word free, switches, and gives it back as
+/// it found it, so the store is still right.
+#[inline(always)]
+fn claim(tos: isize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = tos;
+        negate();
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    TOS.with(|t| t.store(tos.wrapping_neg(), Ordering::Relaxed));
+}
+
 /// What a handler's wrapper does now (`#[on_irqstack]`'s generated code).
 pub enum Entered {
     /// The IRQ stack is claimed for this call: switch to it.
@@ -215,7 +235,7 @@ pub fn enter() -> Entered {
         // Claim: the word is still `tos` (a signal handler that ran since the load restored
         // what it found), so this stores `-tos`. Both tests compare with 0: one `test`, whose
         // flags decide both branches.
-        negate();
+        claim(tos);
         // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
         compiler_fence(Ordering::SeqCst);
         Entered::Switch(Switch { tos: tos as usize })
