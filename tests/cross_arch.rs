@@ -557,3 +557,45 @@ fn valgrind_client_request_follows_the_aarch64_protocol() {
         "the result is not read from x3:\n{body:#?}"
     );
 }
+
+/// On an architecture without a port (32-bit x86 here: `i686-unknown-linux-gnu`), the build
+/// stops with exactly one error, which names the supported architectures: no follow-on errors
+/// from the missing assembly pieces, and no warnings.
+#[test]
+fn an_unsupported_architecture_gets_one_error_naming_the_supported_ones() {
+    const TARGET: &str = "i686-unknown-linux-gnu";
+    if !skip::target_installed(TARGET) {
+        skip::skip(
+            &format!("the {TARGET} Rust target"),
+            &format!("rustup target add {TARGET}"),
+            false,
+        );
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["check", "--quiet", "-p", "irqstack", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(root.join("target/cross-i686"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("running cargo check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build succeeded:\n{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error") && !l.starts_with("error: could not compile"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error expected:\n{stderr}");
+    for arch in ["\"x86_64\"", "\"aarch64\"", "\"riscv64\""] {
+        assert!(errors[0].contains(arch), "{arch} not named:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("warning"),
+        "warnings besides the error:\n{stderr}"
+    );
+}

@@ -20,10 +20,42 @@
 compile_error!(
     "irqstack supports target_arch = \"x86_64\" (everything), \"aarch64\" (user space, \
      aarch64-unknown-linux-gnu, and bare-metal kernels, aarch64-unknown-none) and \"riscv64\" \
-     (user space, riscv64gc-unknown-linux-gnu) only: its trampolines are per-architecture \
-     assembly (ports to other architectures follow the \
-     kernel's per-arch `call_on_irq_stack`)"
+     (user space, riscv64gc-unknown-linux-gnu, and bare-metal kernels, \
+     riscv64gc-unknown-none-elf) only: its trampolines are per-architecture assembly (ports to \
+     other architectures follow the kernel's per-arch `call_on_irq_stack`)"
 );
+
+/// What the rest of the crate needs from an architecture port, as inert stand-ins on an
+/// unsupported architecture: the build stops at the `compile_error!` above, and these keep it
+/// from adding errors that only follow from the missing port (the message above is the only
+/// one). Nothing here runs.
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+mod unsupported_arch {
+    /// The shim ABI of the missing port.
+    #[doc(hidden)]
+    #[macro_export]
+    macro_rules! __irqstack_rt_shim {
+        ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+            $(#[$($attr)*])* extern "C" fn $($rest)*
+        };
+    }
+    pub(crate) mod switch_frames {
+        /// The return address of the missing port's switch frames.
+        pub(crate) fn switch_return_address() -> usize {
+            0
+        }
+    }
+}
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+use unsupported_arch::switch_frames;
 
 #[cfg(feature = "std")]
 extern crate std;
@@ -164,6 +196,15 @@ pub(crate) fn current_sp() -> usize {
     unsafe {
         core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
     };
+    // An unsupported architecture: the build has already failed (`compile_error!` at the top).
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )))]
+    {
+        sp = 0;
+    }
     sp
 }
 
@@ -362,6 +403,14 @@ mod padded {
 }
 
 /// Defines the trampoline of [`run_on_irqstack`] with the architecture's ABI.
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )),
+    allow(unused_macros)
+)]
 macro_rules! closure_trampoline {
     ($abi:literal) => {
         /// The trampoline of [`run_on_irqstack`]: `tos` arrives in the third integer argument
