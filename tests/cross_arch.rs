@@ -7,41 +7,14 @@
 //! Needs the Rust target, the cross linker and `qemu-<arch>`; skipped with the shared line
 //! where they are missing (a failure under CI, see `support/skip.rs`).
 
-#[path = "support/skip.rs"]
-mod skip;
+#[path = "support/cross.rs"]
+mod cross;
+
+use cross::{AARCH64, Cross, RISCV64, skip};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// One cross target: what it needs and where its build goes.
-struct Cross {
-    /// `target_arch` (also the name of its target directory, `target/cross-<arch>`).
-    arch: &'static str,
-    /// The Rust target.
-    target: &'static str,
-    /// The cross linker of `.cargo/config.toml`, and the Debian packages that bring it and libc.
-    linker: &'static str,
-    linker_packages: &'static str,
-    /// The qemu-user runner of `.cargo/config.toml`.
-    qemu: &'static str,
-}
-
-const AARCH64: Cross = Cross {
-    arch: "aarch64",
-    target: "aarch64-unknown-linux-gnu",
-    linker: "aarch64-linux-gnu-gcc",
-    linker_packages: "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
-    qemu: "qemu-aarch64",
-};
-
-const RISCV64: Cross = Cross {
-    arch: "riscv64",
-    target: "riscv64gc-unknown-linux-gnu",
-    linker: "riscv64-linux-gnu-gcc",
-    linker_packages: "gcc-riscv64-linux-gnu libc6-dev-riscv64-cross",
-    qemu: "qemu-riscv64",
-};
+use std::path::Path;
+use std::process::Command;
 
 /// How long the test binaries of one `cargo test` may run under qemu (they take well under a
 /// second; the build comes before, without a limit). A trampoline whose CFI is wrong makes the
@@ -49,71 +22,11 @@ const RISCV64: Cross = Cross {
 const RUN_TIMEOUT_SECS: &str = "120";
 
 impl Cross {
-    /// Whether everything the cross build needs is installed; prints the skip line otherwise.
-    fn tools_present(&self) -> bool {
-        if !skip::target_installed(self.target) {
-            skip::skip(
-                &format!("the {} Rust target", self.target),
-                &format!("rustup target add {}", self.target),
-                false,
-            );
-            return false;
-        }
-        for (tool, package) in [
-            (self.linker, self.linker_packages),
-            (self.qemu, "qemu-user"),
-        ] {
-            if !skip::command_runs(tool, &["--version"]) {
-                skip::skip(tool, &format!("apt-get install {package}"), false);
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The target directory of this target's builds (the host build's artifacts stay untouched).
-    fn target_dir(&self) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/cross-{}", self.arch))
-    }
-
-    /// `cargo <args> --target <target>` from the repository root.
-    fn cargo(&self, args: &[&str]) -> Output {
-        self.cargo_in(Path::new(env!("CARGO_MANIFEST_DIR")), args, None)
-    }
-
-    /// As [`Cross::cargo`], from directory `dir` (a fixture), under `timeout <secs>` if given
-    /// (`timeout` signals its whole process group: cargo and the qemu runner it started).
-    /// Arguments after a `--` go to rustc.
-    fn cargo_in(&self, dir: &Path, args: &[&str], timeout: Option<&str>) -> Output {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = match timeout {
-            Some(secs) => {
-                let mut c = Command::new("timeout");
-                c.args(["-k", "10", secs, &cargo]);
-                c
-            }
-            None => Command::new(&cargo),
-        };
-        // cargo's own options go before a `--` (what follows is for rustc).
-        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-        cmd.current_dir(dir)
-            .args(&args[..split])
-            .args(["--target", self.target])
-            .arg("--target-dir")
-            .arg(self.target_dir())
-            .args(&args[split..])
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .output()
-            .expect("running cargo")
-    }
-
     /// Runs one test binary under qemu-user and checks that it passed, with at least the tests
     /// named in `must_pass` among those reported `ok`.
     fn run_under_qemu(&self, package: &str, test: &str, must_pass: &[&str]) {
         let target = self.target;
-        let build = self.cargo(&["test", "--no-run", "-p", package, "--test", test]);
+        let build = self.cargo(&["test", "--no-run", "-p", package, "--test", test], None);
         assert!(
             build.status.success(),
             "{package} --test {test} does not build for {target}\n{}",
@@ -168,16 +81,19 @@ impl Cross {
 
     /// Feature `call-padding` stops the build with the message that names x86-64.
     fn x86_only_features_are_refused(&self) {
-        let out = self.cargo(&[
-            "check",
-            "--quiet",
-            "-p",
-            "irqstack",
-            "--lib",
-            "--no-default-features",
-            "--features",
-            "call-padding",
-        ]);
+        let out = self.cargo(
+            &[
+                "check",
+                "--quiet",
+                "-p",
+                "irqstack",
+                "--lib",
+                "--no-default-features",
+                "--features",
+                "call-padding",
+            ],
+            None,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "call-padding built on {}", self.arch);
         assert!(
@@ -219,42 +135,42 @@ impl Cross {
 
 #[test]
 fn switch_and_argument_tests_pass_on_aarch64_under_qemu() {
-    if AARCH64.tools_present() {
+    if AARCH64.tools_present(&[]) {
         AARCH64.switch_and_argument_tests_pass();
     }
 }
 
 #[test]
 fn switch_and_argument_tests_pass_on_riscv64_under_qemu() {
-    if RISCV64.tools_present() {
+    if RISCV64.tools_present(&[]) {
         RISCV64.switch_and_argument_tests_pass();
     }
 }
 
 #[test]
 fn x86_only_features_are_refused_on_aarch64() {
-    if AARCH64.tools_present() {
+    if AARCH64.tools_present(&[]) {
         AARCH64.x86_only_features_are_refused();
     }
 }
 
 #[test]
 fn x86_only_features_are_refused_on_riscv64() {
-    if RISCV64.tools_present() {
+    if RISCV64.tools_present(&[]) {
         RISCV64.x86_only_features_are_refused();
     }
 }
 
 #[test]
 fn idtentry_is_refused_on_aarch64_with_a_spanned_error() {
-    if AARCH64.tools_present() {
+    if AARCH64.tools_present(&[]) {
         AARCH64.idtentry_is_refused_with_a_spanned_error();
     }
 }
 
 #[test]
 fn idtentry_is_refused_on_riscv64_with_a_spanned_error() {
-    if RISCV64.tools_present() {
+    if RISCV64.tools_present(&[]) {
         RISCV64.idtentry_is_refused_with_a_spanned_error();
     }
 }
@@ -337,21 +253,24 @@ fn record_targets(
 /// and a `#[noinstr]` function with a marker region).
 #[test]
 fn marker_records_on_riscv64_point_at_their_instructions() {
-    if !RISCV64.tools_present() {
+    if !RISCV64.tools_present(&[]) {
         return;
     }
     // The object file of tests/switch.rs, one codegen unit.
-    let out = RISCV64.cargo(&[
-        "rustc",
-        "--quiet",
-        "-p",
-        "irqstack",
-        "--test",
-        "switch",
-        "--",
-        "--emit=obj",
-        "-Ccodegen-units=1",
-    ]);
+    let out = RISCV64.cargo(
+        &[
+            "rustc",
+            "--quiet",
+            "-p",
+            "irqstack",
+            "--test",
+            "switch",
+            "--",
+            "--emit=obj",
+            "-Ccodegen-units=1",
+        ],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -496,10 +415,13 @@ fn marker_records_on_riscv64_point_at_their_instructions() {
 /// `x3` alone, and they pass).
 #[test]
 fn valgrind_client_request_follows_the_aarch64_protocol() {
-    if !AARCH64.tools_present() {
+    if !AARCH64.tools_present(&[]) {
         return;
     }
-    let build = AARCH64.cargo(&["test", "--no-run", "-p", "irqstack", "--test", "switch"]);
+    let build = AARCH64.cargo(
+        &["test", "--no-run", "-p", "irqstack", "--test", "switch"],
+        None,
+    );
     let stderr = String::from_utf8_lossy(&build.stderr);
     assert!(build.status.success(), "{stderr}");
     // cargo names the test executable: "Executable tests/switch.rs (<path>)".

@@ -1,5 +1,5 @@
 //! The cross targets of the arm64 and riscv64 ports and how their tests are built and run under
-//! qemu-user, shared by `tests/cross_suite.rs` and `tests/cross_gdb.rs`.
+//! qemu-user, shared by `tests/cross_arch.rs`, `tests/cross_suite.rs` and `tests/cross_gdb.rs`.
 //!
 //! Include it with `#[path = "support/cross.rs"] mod cross;`; it brings `skip.rs` along as
 //! `cross::skip`.
@@ -86,6 +86,12 @@ impl Cross {
     /// `IRQSTACK_CHILD_RUNNER` set: tests that start their own binary again
     /// (`support::run_child`) start it through qemu-user.
     pub fn cargo(&self, args: &[&str], timeout: Option<&str>) -> Output {
+        self.cargo_in(Path::new(env!("CARGO_MANIFEST_DIR")), args, timeout)
+    }
+
+    /// As [`Cross::cargo`], from directory `dir` (a fixture). Arguments after a `--` go to rustc
+    /// (cargo's own options, `--target` and `--target-dir` included, go before it).
+    pub fn cargo_in(&self, dir: &Path, args: &[&str], timeout: Option<&str>) -> Output {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = match timeout {
             Some(secs) => {
@@ -95,11 +101,13 @@ impl Cross {
             }
             None => Command::new(&cargo),
         };
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        cmd.current_dir(dir)
+            .args(&args[..split])
             .args(["--target", self.target])
             .arg("--target-dir")
             .arg(self.target_dir())
+            .args(&args[split..])
             // `support::CHILD_RUNNER_ENV`.
             .env("IRQSTACK_CHILD_RUNNER", self.runner())
             .env_remove("CARGO_ENCODED_RUSTFLAGS")

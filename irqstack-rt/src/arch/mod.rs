@@ -20,6 +20,51 @@
 
 mod markers;
 
+/// The x86-64-only features stop a build for another architecture, with messages that name what
+/// that architecture supports instead (`$arch`, its ready per-CPU backend `$backend`). Each port
+/// invokes it once in its `mod.rs`.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+macro_rules! refuse_x86_only_features {
+    ($arch:literal, $backend:literal) => {
+        #[cfg(feature = "call-padding")]
+        compile_error!(concat!(
+            "irqstack: feature `call-padding` is supported on target_arch = \"x86_64\" only (",
+            $arch,
+            " supports user space and bare-metal kernels with `",
+            $backend,
+            "`)"
+        ));
+        #[cfg(feature = "inline-switch")]
+        compile_error!(concat!(
+            "irqstack: feature `inline-switch` is supported on target_arch = \"x86_64\" only (",
+            $arch,
+            " supports user space and bare-metal kernels with `",
+            $backend,
+            "`)"
+        ));
+        #[cfg(feature = "linux-percpu")]
+        compile_error!(
+            "irqstack: feature `linux-percpu` (Linux's x86 `%gs` per-CPU variables) is supported \
+             on target_arch = \"x86_64\" only"
+        );
+        #[cfg(any(
+            feature = "kernel-abi",
+            feature = "rethunk",
+            feature = "sls",
+            feature = "ibt",
+            feature = "objtool-legacy-hints"
+        ))]
+        compile_error!(concat!(
+            "irqstack: the kernel-build features (`kernel-abi`, `rethunk`, `sls`, `ibt`, \
+             `objtool-legacy-hints`) are supported on target_arch = \"x86_64\" only (",
+            $arch,
+            " supports user space and bare-metal kernels with `",
+            $backend,
+            "`)"
+        ));
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(target_arch = "riscv64")]

@@ -9,30 +9,4 @@ mod pieces;
 #[cfg(feature = "std")]
 pub(crate) mod switch_frames;
 
-#[cfg(feature = "call-padding")]
-compile_error!(
-    "irqstack: feature `call-padding` is supported on target_arch = \"x86_64\" only \
-     (aarch64 supports user space and bare-metal kernels with `tpidr_percpu_backend!`)"
-);
-#[cfg(feature = "inline-switch")]
-compile_error!(
-    "irqstack: feature `inline-switch` is supported on target_arch = \"x86_64\" only \
-     (aarch64 supports user space and bare-metal kernels with `tpidr_percpu_backend!`)"
-);
-#[cfg(feature = "linux-percpu")]
-compile_error!(
-    "irqstack: feature `linux-percpu` (Linux's x86 `%gs` per-CPU variables) is supported on \
-     target_arch = \"x86_64\" only"
-);
-#[cfg(any(
-    feature = "kernel-abi",
-    feature = "rethunk",
-    feature = "sls",
-    feature = "ibt",
-    feature = "objtool-legacy-hints"
-))]
-compile_error!(
-    "irqstack: the kernel-build features (`kernel-abi`, `rethunk`, `sls`, `ibt`, \
-     `objtool-legacy-hints`) are supported on target_arch = \"x86_64\" only \
-     (aarch64 supports user space and bare-metal kernels with `tpidr_percpu_backend!`)"
-);
+refuse_x86_only_features!("aarch64", "tpidr_percpu_backend!");
