@@ -130,7 +130,7 @@ pub use irqstack_macros::noinstr;
 /// For a handler `name` it generates `unsafe extern "C" fn asm_name()`, the stub to put in the
 /// IDT (in `.noinstr.text`, `endbr64` first with feature `ibt`); for `irq`, also
 /// `asm_name_entry(vector) -> Option<usize>`, the address of the stub that pushes `vector`.
-/// The stub saves every register into a [`PtRegs`] (the layout of Linux's `struct pt_regs`),
+/// The stub saves every register into a [`PtRegs`](struct.PtRegs.html) (the layout of Linux's `struct pt_regs`),
 /// does `swapgs` when the interrupt came from user mode, calls the handler through glue code,
 /// restores the registers from the frame, as the handler left them, does `swapgs` again when
 /// returning to user mode, and ends with `iretq`.
