@@ -135,9 +135,9 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     let kernel = build();
     let b = boot(&kernel, "");
     let log = &b.log;
-    let ctx = || format!("status {:?}, log:\n{log}", b.status);
+    let ctx = || b.report();
     eprintln!("{log}");
-    qemu_kernel::assert_passed(&b, PASS_STATUS, "PASS", &ctx);
+    qemu_kernel::assert_passed(&b, PASS_STATUS, None, "PASS", &ctx);
     assert!(
         b.elapsed < Duration::from_secs(10),
         "boot took {:?}",
@@ -329,17 +329,24 @@ fn arm64_kernel_trampoline_cfi_is_in_debug_frame() {
     );
 }
 
+/// Boots the basic kernel with `append`; `None` when the tools are missing (the skip line
+/// printed).
+fn boot_basic(append: &str) -> Option<Boot> {
+    if !tools_present() {
+        return None;
+    }
+    Some(boot(&build(), append))
+}
+
 /// A negative boot: `fault=inuse` clears the in-use flag before the softirq unmasks IRQs (an
 /// early release), so the nested tick claims the IRQ stack again and switches to its top, over
 /// the frames of the handler it interrupted. The kernel's nesting check catches it.
 #[test]
 fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
-    if !tools_present() {
+    let Some(b) = boot_basic("fault=inuse") else {
         return;
-    }
-    let kernel = build();
-    let b = boot(&kernel, "fault=inuse");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
     assert!(
@@ -354,7 +361,7 @@ fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
 /// `FAIL` (no second CPU reporting, no garbled or recursive report) and no exception. Returns
 /// that line.
 fn single_report(b: &Boot) -> &str {
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
     let fails: Vec<&str> = b.log.lines().filter(|l| l.contains("FAIL")).collect();
@@ -403,11 +410,9 @@ fn assert_stray_report(b: &Boot) {
 /// strict assertions: exactly one report, CPU 1's, and no exception.
 #[test]
 fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
-    if !tools_present() {
-        return;
+    if let Some(b) = boot_basic("fault=shared") {
+        assert_shared_report(&b);
     }
-    let kernel = build();
-    assert_shared_report(&boot(&kernel, "fault=shared"));
 }
 
 /// A negative boot: `fault=stray` points CPU 1's per-CPU IRQ stack pointer at a stack no CPU
@@ -416,11 +421,9 @@ fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
 /// it: the check inside the handler, which `fault=shared` no longer reaches.
 #[test]
 fn arm64_kernel_fails_when_a_cpu_switches_to_a_stack_not_its_own() {
-    if !tools_present() {
-        return;
+    if let Some(b) = boot_basic("fault=stray") {
+        assert_stray_report(&b);
     }
-    let kernel = build();
-    assert_stray_report(&boot(&kernel, "fault=stray"));
 }
 
 /// The two CPU-1 negative boots, many times (`IRQSTACK_ARM64_BOOTS`, default 100 each; about
@@ -448,11 +451,9 @@ fn arm64_negative_boots_give_the_same_report_every_time() {
 /// Bad input: an unknown command line word is reported and fails the run (no panic, no hang).
 #[test]
 fn arm64_kernel_rejects_an_unknown_command_line_word() {
-    if !tools_present() {
+    let Some(b) = boot_basic("fault=nonsense") else {
         return;
-    }
-    let kernel = build();
-    let b = boot(&kernel, "fault=nonsense");
+    };
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", b.log);
     assert!(
         b.log
@@ -587,11 +588,8 @@ fn tpidr_backend_reads_the_chosen_offset_register() {
 /// frame inner to this frame") when the interrupted stack lies below the IRQ stack.
 #[test]
 fn gdb_walks_from_the_arm64_handler_across_the_switch() {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb-multiarch", "gdb-multiarch") {
         return;
-    }
-    if !skip::command_runs("gdb-multiarch", &["--version"]) {
-        return skip::skip("gdb-multiarch", "apt-get install gdb-multiarch", false);
     }
     let kernel = build_variant("gdb");
     let walk = symbols(&kernel)

@@ -142,13 +142,9 @@ fn demangle(name: &str) -> String {
 /// Everything a passing workload boot must show; returns the walk of hart 0 with names.
 fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
     let log = &b.log;
-    let ctx = || format!("status {:?}, log:\n{log}", b.status);
-    qemu_kernel::assert_passed(b, PASS_STATUS, "all checks passed", &ctx);
-    assert!(
-        log.contains(&format!("{HARTS} harts expected, scenario workload")),
-        "{}",
-        ctx()
-    );
+    let ctx = || b.report();
+    let banner = format!("{HARTS} harts expected, scenario workload");
+    qemu_kernel::assert_passed(b, PASS_STATUS, Some(&banner), "all checks passed", &ctx);
     for check in [
         "check run_on_irqstack: ok on every hart",
         "check distinct IRQ stacks: ok",
@@ -308,17 +304,26 @@ fn two_harts_take_sbi_timer_ticks_on_their_irq_stacks_and_nest_in_the_softirq() 
     assert!(times.iter().all(|t| *t < BOOT_TIMEOUT));
 }
 
+/// Builds the kernel for `scenario` (the feature of that name) and boots it once; `None` when
+/// the tools are missing (the skip line printed).
+fn boot_scenario(scenario: &str) -> Option<(PathBuf, Boot)> {
+    if !tools_present() {
+        return None;
+    }
+    let kernel = build(scenario, scenario);
+    let b = boot(&kernel);
+    Some((kernel, b))
+}
+
 #[test]
 fn a_lost_in_use_flag_fails_the_kernels_checks() {
-    if !tools_present() {
-        return;
-    }
     // The softirq clears the in-use flag: the next tick in it claims the stack again and
     // switches to its top instead of running in place. The handler finds the IRQ stack's own
     // sp in the top slot (not the task stack's) and the boot fails with status 1.
-    let kernel = build("break-in-use", "break-in-use");
-    let b = boot(&kernel);
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let Some((_, b)) = boot_scenario("break-in-use") else {
+        return;
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(b.log.contains("scenario break-in-use"), "{}", ctx());
     assert!(!b.log.contains("all checks passed"), "{}", ctx());
@@ -338,15 +343,13 @@ fn a_lost_in_use_flag_fails_the_kernels_checks() {
 
 #[test]
 fn an_irq_stack_overflow_faults_on_the_guard_page_and_is_reported() {
-    if !tools_present() {
-        return;
-    }
     // A timer handler on the last hart recurses (512-byte frames) until a store faults on the
     // unmapped guard page below its IRQ stack; the trap entry sees sp there, moves to the
     // hart's overflow stack and reports it (status 3).
-    let kernel = build("overflow", "overflow");
-    let b = boot(&kernel);
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let Some((kernel, b)) = boot_scenario("overflow") else {
+        return;
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
     assert!(b.log.contains("scenario overflow"), "{}", ctx());
     assert!(!b.log.contains("FAIL"), "{}", ctx());

@@ -166,24 +166,24 @@ fn resolve(syms: &[qemu_kernel::Sym], addr: u64) -> String {
     qemu_kernel::resolve(syms, addr, true)
 }
 
+/// The checks whose figures (one per CPU) count events that every CPU must have seen.
+const COUNTED_CHECKS: &[&str] = &[
+    "hardirq-switched",
+    "hardirq-nested",
+    "softirq",
+    "ipi",
+    "self-ipi",
+    "shapes",
+    "idtentry-sysvec",
+    "idtentry-hooks",
+    "pf-fixup",
+];
+
 /// The checks each variant's kernel prints, in order; every one is asserted.
 fn expected_checks(variant: &str) -> Vec<&'static str> {
-    let mut v = vec![
-        "cpus",
-        "ticks",
-        "hardirq-switched",
-        "hardirq-nested",
-        "softirq",
-        "ipi",
-        "self-ipi",
-        "shapes",
-        "idtentry-sysvec",
-        "idtentry-hooks",
-        "pf-fixup",
-        "user-mode",
-        "irq-stack-depth",
-        "backtrace",
-    ];
+    let mut v = vec!["cpus", "ticks"];
+    v.extend(COUNTED_CHECKS);
+    v.extend(["user-mode", "irq-stack-depth", "backtrace"]);
     if variant == "hardened" {
         v.push("return-thunk");
     }
@@ -194,12 +194,8 @@ fn expected_checks(variant: &str) -> Vec<&'static str> {
 fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     let log = &b.log;
     let ctx = || format!("{variant} kernel, status {:?}, log:\n{log}", b.status);
-    qemu_kernel::assert_passed(b, PASS_STATUS, "PASS", &ctx);
-    assert!(
-        log.contains(&format!("variant {variant}, {CPUS} CPUs expected")),
-        "{}",
-        ctx()
-    );
+    let banner = format!("variant {variant}, {CPUS} CPUs expected");
+    qemu_kernel::assert_passed(b, PASS_STATUS, Some(&banner), "PASS", &ctx);
 
     // Every check, in order, each "ok", and nothing else.
     let checks = checks(log, &expected_checks(variant), &ctx);
@@ -218,22 +214,7 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     );
     let per_cpu = |name: &str| qemu_kernel::per_cpu(&checks, name, CPUS, &ctx);
     assert!(per_cpu("ticks").iter().all(|&t| t >= 500), "{}", ctx());
-    qemu_kernel::assert_all_positive(
-        &checks,
-        &[
-            "hardirq-switched",
-            "hardirq-nested",
-            "softirq",
-            "ipi",
-            "self-ipi",
-            "shapes",
-            "idtentry-sysvec",
-            "idtentry-hooks",
-            "pf-fixup",
-        ],
-        CPUS,
-        &ctx,
-    );
+    qemu_kernel::assert_all_positive(&checks, COUNTED_CHECKS, CPUS, &ctx);
     // User mode on CPU 1: at least 50 timer ticks from ring 3 (each checked in the kernel:
     // swapgs gave the handler the kernel's GS base, it ran on the task stack), none on the
     // other CPUs; ticks from ring 0 that switched to the IRQ stack on every CPU.
@@ -356,7 +337,7 @@ fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
     }
     let kernel = build("basic");
     let b = boot(&kernel, "overflow");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let ctx = || b.report();
     assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
     // The last CPU's timer handler recursed; the #DF on IST1 names the CPU and the address,
     // which must lie in that CPU's guard: [IRQ region + cpu * 32 KiB, + 16 KiB).
@@ -618,11 +599,8 @@ fn gdb_walks_across_the_switch_with_the_irq_stacks_above_the_task_stacks() {
 }
 
 fn gdb_walk(variant: &str) {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb", "gdb") {
         return;
-    }
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
     }
     let kernel = build(variant);
     let text = run_gdb(
@@ -717,11 +695,8 @@ const LINUX_PATH: &[(&str, u32)] = &[
 /// Printed next to Linux's count for the same vector.
 #[test]
 fn entry_path_instruction_count_next_to_linux() {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb", "gdb") {
         return;
-    }
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
     }
     let kernel = build("gdb");
     let syms = symbols(&kernel);

@@ -62,6 +62,16 @@ pub fn tools_present(qemu: &str, package: &str, target: &str) -> bool {
         && target_present(target)
 }
 
+/// Whether `gdb` (installed by the Debian package `package`) runs; if not, prints the skip
+/// line, which fails the test only where every tool is required (CI, `IRQSTACK_REQUIRE_TOOLS=1`).
+pub fn gdb_present(gdb: &str, package: &str) -> bool {
+    if skip::command_runs(gdb, &["--version"]) {
+        return true;
+    }
+    skip::skip(gdb, &format!("apt-get install {package}"), false);
+    false
+}
+
 /// `cargo <subcommand> --quiet --release --target <target> --target-dir <target_dir>` in
 /// `<repo>/<package_dir>`, with exactly `rustflags` (`None`: the package's own, none from the
 /// environment), and none of the caller's `RUSTFLAGS`, `CARGO_TARGET_DIR` or
@@ -112,6 +122,13 @@ pub struct Boot {
     pub log: String,
     /// From start to exit (or kill).
     pub elapsed: Duration,
+}
+
+impl Boot {
+    /// The context a failed assertion shows: the exit status and the whole serial log.
+    pub fn report(&self) -> String {
+        format!("status {:?}, log:\n{}", self.status, self.log)
+    }
 }
 
 /// Runs `qemu` (its machine, kernel and serial on stdio already given) with stdin closed,
@@ -284,10 +301,20 @@ pub fn resolve_all(syms: &[Sym], words: &str, labels: bool) -> Vec<String> {
 }
 
 /// Asserts what every passing boot shows: exit status `pass`, no `FAIL` anywhere in the log,
-/// and a line that is exactly `pass_line`; `ctx` is the failure's context (the serial log).
-pub fn assert_passed(b: &Boot, pass: i32, pass_line: &str, ctx: &dyn Fn() -> String) {
+/// the kernel's `banner` (the scenario it was asked for) if given, and a line that is exactly
+/// `pass_line`; `ctx` is the failure's context (the serial log).
+pub fn assert_passed(
+    b: &Boot,
+    pass: i32,
+    banner: Option<&str>,
+    pass_line: &str,
+    ctx: &dyn Fn() -> String,
+) {
     assert_eq!(b.status, Some(pass), "not the pass status: {}", ctx());
     assert!(!b.log.contains("FAIL"), "{}", ctx());
+    if let Some(banner) = banner {
+        assert!(b.log.contains(banner), "{}", ctx());
+    }
     assert!(b.log.lines().any(|l| l == pass_line), "{}", ctx());
 }
 
