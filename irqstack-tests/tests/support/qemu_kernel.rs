@@ -5,6 +5,8 @@
 //! resolution of addresses against them, and the parsing of the `check NAME: ok [a, b] ...`
 //! lines, `bt cpu N: ...` walks and per-CPU tables the kernels print.
 //!
+//! The helpers that assert are `#[track_caller]`: a failure names the test's line.
+//!
 //! Included with `#[path = "support/qemu_kernel.rs"] mod qemu_kernel;` by each of them; it uses
 //! the including test's `skip` module (`tests/support/skip.rs`), which must be at its crate root.
 //!
@@ -103,6 +105,7 @@ pub fn cargo(
 
 /// Runs a [`cargo`] build of `package_dir` and fails the test with cargo's errors, as
 /// "building the `what` failed", unless it succeeded.
+#[track_caller]
 pub fn run_cargo(cmd: &mut Command, package_dir: &str, what: &str) {
     let out = cmd
         .output()
@@ -303,6 +306,7 @@ pub fn resolve_all(syms: &[Sym], words: &str, labels: bool) -> Vec<String> {
 /// Asserts what every passing boot shows: exit status `pass`, no `FAIL` anywhere in the log,
 /// the kernel's `banner` (the scenario it was asked for) if given, and a line that is exactly
 /// `pass_line`; `ctx` is the failure's context (the serial log).
+#[track_caller]
 pub fn assert_passed(
     b: &Boot,
     pass: i32,
@@ -320,6 +324,7 @@ pub fn assert_passed(
 
 /// The frame-pointer walks in `log`, one `bt cpu N: ...` line per CPU, asserted to be `cpus`
 /// lines: (N, the rest of the line after the colon).
+#[track_caller]
 pub fn bt_lines<'a>(log: &'a str, cpus: usize, ctx: &dyn Fn() -> String) -> Vec<(usize, &'a str)> {
     let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
     assert_eq!(bts.len(), cpus, "{}", ctx());
@@ -345,6 +350,7 @@ pub fn figures(line: &str) -> Vec<u64> {
 
 /// The `check NAME: ...` lines of `log`, asserted to be `expected`, in order, each "ok", and
 /// nothing else; `ctx` is the failure's context (the serial log).
+#[track_caller]
 pub fn checks<'a>(log: &'a str, expected: &[&str], ctx: &dyn Fn() -> String) -> Vec<&'a str> {
     let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check ")).collect();
     let names: Vec<&str> = checks
@@ -359,6 +365,7 @@ pub fn checks<'a>(log: &'a str, expected: &[&str], ctx: &dyn Fn() -> String) -> 
 }
 
 /// The line of check `name` among `checks`.
+#[track_caller]
 pub fn check<'a>(checks: &[&'a str], name: &str) -> &'a str {
     checks
         .iter()
@@ -367,6 +374,7 @@ pub fn check<'a>(checks: &[&'a str], name: &str) -> &'a str {
 }
 
 /// The figures of check `name` among `checks`, asserted to be one per CPU (`cpus`).
+#[track_caller]
 pub fn per_cpu(checks: &[&str], name: &str, cpus: usize, ctx: &dyn Fn() -> String) -> Vec<u64> {
     let f = figures(check(checks, name));
     assert_eq!(f.len(), cpus, "{name}: {f:?}\n{}", ctx());
@@ -374,6 +382,7 @@ pub fn per_cpu(checks: &[&str], name: &str, cpus: usize, ctx: &dyn Fn() -> Strin
 }
 
 /// Asserts that every CPU's figure of each check in `names` is above 0.
+#[track_caller]
 pub fn assert_all_positive(checks: &[&str], names: &[&str], cpus: usize, ctx: &dyn Fn() -> String) {
     for name in names {
         let f = per_cpu(checks, name, cpus, ctx);
