@@ -17,12 +17,15 @@
 //! `cargo test -p irqstack-tests --test aarch64_kernel -- --nocapture` shows the kernel's report
 //! and the boot times.
 
+#[path = "support/qemu_kernel.rs"]
+mod qemu_kernel;
 #[path = "../../tests/support/skip.rs"]
 mod skip;
 
-use std::io::Read;
+use qemu_kernel::{Boot, check, checks, figures, num, repo, resolve_all, table};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,35 +39,10 @@ const CPUS: usize = 2;
 /// The kernels built so far by this test binary, by variant; one build at a time.
 static BUILD: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
 
-fn repo() -> PathBuf {
-    // This package lives in `irqstack-tests/`; the kernel at the root.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
 /// when tools are required: CI, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`).
 fn tools_present() -> bool {
-    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
-    if !skip::command_runs("qemu-system-aarch64", &["--version"]) {
-        skip::skip(
-            "qemu-system-aarch64",
-            "apt-get install qemu-system-arm",
-            also,
-        );
-        return false;
-    }
-    if !skip::target_installed(TARGET) {
-        skip::skip(
-            "the aarch64-unknown-none target",
-            "rustup target add aarch64-unknown-none",
-            also,
-        );
-        return false;
-    }
-    true
+    qemu_kernel::tools_present("qemu-system-aarch64", "qemu-system-arm", TARGET)
 }
 
 /// The kernel's Rust flags: static addresses (linked at 0x4020_0000, run with the MMU off),
@@ -89,28 +67,13 @@ fn build_variant(variant: &'static str) -> PathBuf {
         return p.clone();
     }
     let target_dir = repo().join("target/aarch64-kernel").join(variant);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let start = Instant::now();
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo().join("examples/aarch64_kernel"))
-        .args(["build", "--quiet", "--release", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS.join("\x1f"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
+    let package = "examples/aarch64_kernel";
+    let mut cmd = qemu_kernel::cargo(package, &["build"], TARGET, &target_dir, Some(RUSTFLAGS));
     if variant == "gdb" {
         cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "full");
     }
-    let out = cmd
-        .output()
-        .expect("running cargo for examples/aarch64_kernel");
-    assert!(
-        out.status.success(),
-        "building the {variant} arm64 kernel failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    qemu_kernel::run_cargo(&mut cmd, package, &format!("{variant} arm64 kernel"));
     eprintln!(
         "{variant} arm64 kernel built in {:.2} s",
         start.elapsed().as_secs_f64()
@@ -122,16 +85,9 @@ fn build_variant(variant: &'static str) -> PathBuf {
     elf
 }
 
-struct Boot {
-    status: Option<i32>,
-    log: String,
-    elapsed: Duration,
-}
-
 /// Boots `kernel` with `-smp CPUS` and `append`; returns the serial log and the exit status
 /// (`None` if it had to be killed at the timeout).
 fn boot(kernel: &Path, append: &str) -> Boot {
-    let start = Instant::now();
     let mut cmd = Command::new("qemu-system-aarch64");
     cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-smp"])
         .arg(CPUS.to_string())
@@ -140,85 +96,18 @@ fn boot(kernel: &Path, append: &str) -> Boot {
     if !append.is_empty() {
         cmd.args(["-append", append]);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting qemu-system-aarch64");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let log = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
+    let b = qemu_kernel::boot(&mut cmd, BOOT_TIMEOUT);
     eprintln!(
-        "arm64 kernel, -append {append:?}: status {status:?} in {:.3} s",
-        elapsed.as_secs_f64()
+        "arm64 kernel, -append {append:?}: status {:?} in {:.3} s",
+        b.status,
+        b.elapsed.as_secs_f64()
     );
-    Boot {
-        status,
-        log: format!("{log}{err}"),
-        elapsed,
-    }
+    b
 }
 
-/// Code symbols of the ELF, sorted by address: (start, end, name).
-fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
-    use object::{Object, ObjectSymbol, SymbolKind};
-    let data = std::fs::read(elf).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    let mut syms: Vec<(u64, u64, String)> = file
-        .symbols()
-        .filter(|s| s.kind() == SymbolKind::Text)
-        .filter_map(|s| {
-            Some((
-                s.address(),
-                s.address() + s.size(),
-                s.name().ok()?.to_owned(),
-            ))
-        })
-        .collect();
-    syms.sort();
-    syms
-}
-
-/// The function an address from the walk lies in (`addr - 1`: a return address follows its
-/// call; the entry's record holds the interrupted pc, which follows the `wfi`).
-fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
-    let a = addr - 1;
-    syms.iter()
-        .rev()
-        .find(|(lo, hi, _)| *lo <= a && a < *hi)
-        .map(|(_, _, n)| n.clone())
-        .unwrap_or_else(|| format!("?{addr:#x}"))
-}
-
-/// The figures of a `check NAME: ok [a, b] ...` line.
-fn figures(line: &str) -> Vec<u64> {
-    let Some(open) = line.find('[') else {
-        return Vec::new();
-    };
-    let close = line[open..].find(']').unwrap() + open;
-    line[open + 1..close]
-        .split(',')
-        .map(|x| x.trim().parse().unwrap())
-        .collect()
+/// Code symbols of the ELF (functions only), sorted by address: (start, end, name).
+fn symbols(elf: &Path) -> Vec<qemu_kernel::Sym> {
+    qemu_kernel::symbols(elf, false)
 }
 
 /// The checks the kernel prints, in order; every one is asserted.
@@ -246,16 +135,9 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     let kernel = build();
     let b = boot(&kernel, "");
     let log = &b.log;
-    let ctx = || format!("status {:?}, log:\n{log}", b.status);
+    let ctx = || b.report();
     eprintln!("{log}");
-    assert_eq!(
-        b.status,
-        Some(PASS_STATUS),
-        "not the pass status: {}",
-        ctx()
-    );
-    assert!(!log.contains("FAIL"), "{}", ctx());
-    assert!(log.lines().any(|l| l == "PASS"), "{}", ctx());
+    qemu_kernel::assert_passed(&b, PASS_STATUS, None, "PASS", &ctx);
     assert!(
         b.elapsed < Duration::from_secs(10),
         "boot took {:?}",
@@ -263,21 +145,8 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     );
 
     // Every check, in order, each "ok", and nothing else.
-    let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check ")).collect();
-    let names: Vec<&str> = checks
-        .iter()
-        .map(|l| l["check ".len()..].split(':').next().unwrap())
-        .collect();
-    assert_eq!(names, EXPECTED_CHECKS, "{}", ctx());
-    for l in &checks {
-        assert!(l.contains(": ok"), "{l}\n{}", ctx());
-    }
-    let check = |name: &str| -> &str {
-        checks
-            .iter()
-            .find(|l| l.starts_with(&format!("check {name}:")))
-            .unwrap()
-    };
+    let checks = checks(log, EXPECTED_CHECKS, &ctx);
+    let check = |name: &str| check(&checks, name);
     assert!(check("el").contains("ok EL1"), "{}", ctx());
     assert!(check("gic").contains("ok v2"), "{}", ctx());
     // QEMU virt without EL2/EL3 emulated: PSCI through hvc, as its DTB says.
@@ -287,11 +156,7 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
         "{}",
         ctx()
     );
-    let per_cpu = |name: &str| {
-        let f = figures(check(name));
-        assert_eq!(f.len(), CPUS, "{name}: {f:?}\n{}", ctx());
-        f
-    };
+    let per_cpu = |name: &str| qemu_kernel::per_cpu(&checks, name, CPUS, &ctx);
     let offsets = per_cpu("tpidr");
     assert_ne!(offsets[0], offsets[1], "{}", ctx());
     let stacks = per_cpu("irq-stacks");
@@ -301,14 +166,17 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
         ctx()
     );
     assert!(per_cpu("ticks").iter().all(|&t| t >= 200), "{}", ctx());
-    for name in [
-        "hardirq-switched",
-        "hardirq-nested",
-        "softirq",
-        "softirq-own-stack",
-    ] {
-        assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
-    }
+    qemu_kernel::assert_all_positive(
+        &checks,
+        &[
+            "hardirq-switched",
+            "hardirq-nested",
+            "softirq",
+            "softirq-own-stack",
+        ],
+        CPUS,
+        &ctx,
+    );
     // The interrupted sp in the top slot lies just below the entry frame on the task stack:
     // the wrapper's frame and the trampoline's frame record between them.
     let switched = check("hardirq-switched");
@@ -326,13 +194,8 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     );
 
     // The table: one row per CPU, figures equal to the check lines'.
-    let rows: Vec<Vec<&str>> = log
-        .lines()
-        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" | "))
-        .map(|l| l.split(" | ").collect())
-        .collect();
+    let rows = table(log);
     assert_eq!(rows.len(), CPUS, "{}", ctx());
-    let num = |s: &str| s.trim().parse::<u64>().unwrap();
     for (cpu, r) in rows.iter().enumerate() {
         assert_eq!(num(r[0]), cpu as u64);
         assert_eq!(num(r[1]), per_cpu("ticks")[cpu]);
@@ -368,26 +231,11 @@ fn arm64_kernel_takes_timer_ticks_on_per_cpu_irq_stacks() {
     // stub's record (holding the interrupted pc), the interrupted idle loop and the CPU's boot
     // path down to the end of the chain.
     let syms = symbols(&kernel);
-    let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
-    assert_eq!(bts.len(), CPUS, "{}", ctx());
-    for l in bts {
-        let cpu: usize = l["bt cpu ".len()..]
-            .split(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let (irq, task) = l.split_once(':').unwrap().1.split_once('|').unwrap();
-        let names = |s: &str| -> Vec<String> {
-            s.split_whitespace()
-                .map(|a| {
-                    resolve(
-                        &syms,
-                        u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap(),
-                    )
-                })
-                .collect()
-        };
+    for (cpu, walk) in qemu_kernel::bt_lines(log, CPUS, &ctx) {
+        let (irq, task) = walk.split_once('|').unwrap();
+        // Functions only, each within its size (the entry's record holds the interrupted pc,
+        // which follows the `wfi`).
+        let names = |s: &str| resolve_all(&syms, s, false);
         let (irq, task) = (names(irq), names(task));
         eprintln!("CPU {cpu}'s walk: IRQ stack {irq:?}\n    | task stack {task:?}");
         let want_irq: [&dyn Fn(&str) -> bool; 2] = [
@@ -481,17 +329,24 @@ fn arm64_kernel_trampoline_cfi_is_in_debug_frame() {
     );
 }
 
+/// Boots the basic kernel with `append`; `None` when the tools are missing (the skip line
+/// printed).
+fn boot_basic(append: &str) -> Option<Boot> {
+    if !tools_present() {
+        return None;
+    }
+    Some(boot(&build(), append))
+}
+
 /// A negative boot: `fault=inuse` clears the in-use flag before the softirq unmasks IRQs (an
 /// early release), so the nested tick claims the IRQ stack again and switches to its top, over
 /// the frames of the handler it interrupted. The kernel's nesting check catches it.
 #[test]
 fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
-    if !tools_present() {
+    let Some(b) = boot_basic("fault=inuse") else {
         return;
-    }
-    let kernel = build();
-    let b = boot(&kernel, "fault=inuse");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
     assert!(
@@ -506,7 +361,7 @@ fn arm64_kernel_fails_when_the_in_use_flag_is_released_early() {
 /// `FAIL` (no second CPU reporting, no garbled or recursive report) and no exception. Returns
 /// that line.
 fn single_report(b: &Boot) -> &str {
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(!b.log.lines().any(|l| l == "PASS"), "{}", ctx());
     let fails: Vec<&str> = b.log.lines().filter(|l| l.contains("FAIL")).collect();
@@ -555,11 +410,9 @@ fn assert_stray_report(b: &Boot) {
 /// strict assertions: exactly one report, CPU 1's, and no exception.
 #[test]
 fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
-    if !tools_present() {
-        return;
+    if let Some(b) = boot_basic("fault=shared") {
+        assert_shared_report(&b);
     }
-    let kernel = build();
-    assert_shared_report(&boot(&kernel, "fault=shared"));
 }
 
 /// A negative boot: `fault=stray` points CPU 1's per-CPU IRQ stack pointer at a stack no CPU
@@ -568,11 +421,9 @@ fn arm64_kernel_fails_when_two_cpus_share_a_per_cpu_offset() {
 /// it: the check inside the handler, which `fault=shared` no longer reaches.
 #[test]
 fn arm64_kernel_fails_when_a_cpu_switches_to_a_stack_not_its_own() {
-    if !tools_present() {
-        return;
+    if let Some(b) = boot_basic("fault=stray") {
+        assert_stray_report(&b);
     }
-    let kernel = build();
-    assert_stray_report(&boot(&kernel, "fault=stray"));
 }
 
 /// The two CPU-1 negative boots, many times (`IRQSTACK_ARM64_BOOTS`, default 100 each; about
@@ -600,11 +451,9 @@ fn arm64_negative_boots_give_the_same_report_every_time() {
 /// Bad input: an unknown command line word is reported and fails the run (no panic, no hang).
 #[test]
 fn arm64_kernel_rejects_an_unknown_command_line_word() {
-    if !tools_present() {
+    let Some(b) = boot_basic("fault=nonsense") else {
         return;
-    }
-    let kernel = build();
-    let b = boot(&kernel, "fault=nonsense");
+    };
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", b.log);
     assert!(
         b.log
@@ -619,25 +468,15 @@ fn arm64_kernel_rejects_an_unknown_command_line_word() {
 fn fixture_build(features: &str) -> (std::process::Output, String, PathBuf) {
     static FIXTURE: Mutex<()> = Mutex::new(());
     let _guard = FIXTURE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = repo().join("tests/fixtures/aarch64_tpidr");
+    let dir = "tests/fixtures/aarch64_tpidr";
     let target_dir = repo().join("target/aarch64-tpidr-fixture");
     let name = if features.is_empty() { "el1" } else { features };
     let asm = target_dir.join(format!("{name}.s"));
     let obj = target_dir.join(format!("{name}.o"));
     let _ = std::fs::remove_file(&asm);
     let _ = std::fs::remove_file(&obj);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&dir)
-            .args(args)
-            .args(["--quiet", "--release", "--target", TARGET])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET");
+        let mut cmd = qemu_kernel::cargo(dir, args, TARGET, &target_dir, None);
         if !features.is_empty() && args[0] == "rustc" {
             cmd.args(["--features", features]);
         }
@@ -680,13 +519,8 @@ fn function_insns(asm: &str, name: &str) -> Vec<String> {
 /// error. The claim is Linux's `ldr_this_cpu` twice (pointer, flag) and a byte store.
 #[test]
 fn tpidr_backend_reads_the_chosen_offset_register() {
-    if !skip::target_installed(TARGET) {
-        let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
-        return skip::skip(
-            "the aarch64-unknown-none target",
-            "rustup target add aarch64-unknown-none",
-            also,
-        );
+    if !qemu_kernel::target_present(TARGET) {
+        return;
     }
     const CLAIM: &str = "_irqstack_no_backend__call_irqstack_set_backend_claim";
     for (features, reg, other) in [
@@ -754,11 +588,8 @@ fn tpidr_backend_reads_the_chosen_offset_register() {
 /// frame inner to this frame") when the interrupted stack lies below the IRQ stack.
 #[test]
 fn gdb_walks_from_the_arm64_handler_across_the_switch() {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb-multiarch", "gdb-multiarch") {
         return;
-    }
-    if !skip::command_runs("gdb-multiarch", &["--version"]) {
-        return skip::skip("gdb-multiarch", "apt-get install gdb-multiarch", false);
     }
     let kernel = build_variant("gdb");
     let walk = symbols(&kernel)
@@ -770,12 +601,8 @@ fn gdb_walks_from_the_arm64_handler_across_the_switch() {
         &kernel,
         &format!("break {walk}\ncontinue\necho BT-BEGIN\\n\nbt 30\necho BT-END\\n\n"),
     );
-    let bt: Vec<&str> = text
-        .lines()
-        .skip_while(|l| *l != "BT-BEGIN")
-        .skip(1)
-        .take_while(|l| *l != "BT-END")
-        .filter(|l| l.starts_with('#'))
+    let bt: Vec<&str> = qemu_kernel::gdb_bt(&text)
+        .into_iter()
         // The wrapper's dispatch is inlined into the handler: gdb shows it as a frame of its own
         // at the same pc as the wrapper's, which says nothing about the switch.
         .filter(|l| !l.contains("::__irqstack_dispatch ("))
@@ -808,60 +635,18 @@ fn gdb_walks_from_the_arm64_handler_across_the_switch() {
 /// (then `kill`), and returns gdb's output. gdb runs under a 120 s timeout; QEMU is killed
 /// after.
 fn run_gdb(kernel: &Path, commands: &str) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut qemu = Command::new("qemu-system-aarch64")
-        .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-smp"])
-        .arg(CPUS.to_string())
-        .args(["-display", "none", "-semihosting", "-serial", "null"])
-        .args(["-monitor", "none", "-kernel"])
-        .arg(kernel)
-        .arg("-gdb")
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .arg("-S")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting qemu-system-aarch64");
-    // gdb retries the connection until QEMU listens.
-    let script = format!(
-        r#"set pagination off
-set confirm off
-python
-import time
-for i in range(200):
-    try:
-        gdb.execute("target remote 127.0.0.1:{port}")
-        break
-    except gdb.error:
-        time.sleep(0.05)
-end
-{commands}
-kill
-"#
-    );
-    let dir = std::env::temp_dir().join(format!(
-        "irqstack-arm64-kernel-gdb-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("script.gdb");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new("timeout")
-        .arg("120")
-        .args(["gdb-multiarch", "-batch", "-nx", "-x"])
-        .arg(&path)
-        .arg(kernel)
-        .output()
-        .expect("running gdb-multiarch");
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    qemu_kernel::run_gdb(
+        Command::new("qemu-system-aarch64")
+            .args(["-M", "virt", "-cpu", "cortex-a72", "-m", "128M", "-smp"])
+            .arg(CPUS.to_string())
+            .args(["-display", "none", "-semihosting", "-serial", "null"])
+            .args(["-monitor", "none", "-kernel"])
+            .arg(kernel),
+        "gdb-multiarch",
+        kernel,
+        commands,
+        "irqstack-arm64-kernel-gdb",
+    )
 }
 
 /// The library does not choose the section of its CFI in a bare-metal build: `.cfi_sections` is
@@ -870,13 +655,8 @@ kill
 #[test]
 fn bare_metal_trampoline_cfi_follows_the_object() {
     use object::{Object, ObjectSection};
-    if !skip::target_installed(TARGET) {
-        let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
-        return skip::skip(
-            "the aarch64-unknown-none target",
-            "rustup target add aarch64-unknown-none",
-            also,
-        );
+    if !qemu_kernel::target_present(TARGET) {
+        return;
     }
     let (out, asm, obj) = fixture_build("");
     assert!(

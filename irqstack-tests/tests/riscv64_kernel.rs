@@ -16,15 +16,18 @@
 //! `cargo test -p irqstack-tests --test riscv64_kernel -- --nocapture` shows the kernel's
 //! report and the boot times.
 
+#[path = "support/qemu_kernel.rs"]
+mod qemu_kernel;
 #[path = "../../tests/support/skip.rs"]
 mod skip;
 
-use std::io::Read;
+use qemu_kernel::{Boot, repo};
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// The SiFive test device's pass (`0x5555`) makes QEMU exit with 0; a failed check writes
@@ -40,34 +43,10 @@ const TICKS_TARGET: u64 = 200;
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
 /// when tools are required).
 fn tools_present() -> bool {
-    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
-    if !skip::command_runs("qemu-system-riscv64", &["--version"]) {
-        skip::skip(
-            "qemu-system-riscv64",
-            "apt-get install qemu-system-misc",
-            also,
-        );
-        return false;
-    }
-    if !skip::target_installed(TARGET) {
-        skip::skip(
-            "the riscv64gc-unknown-none-elf target",
-            "rustup target add riscv64gc-unknown-none-elf",
-            also,
-        );
-        return false;
-    }
-    true
+    qemu_kernel::tools_present("qemu-system-riscv64", "qemu-system-misc", TARGET)
 }
 
 /// Builds the kernel (`features` empty for the workload) and returns the ELF's path. Frame
@@ -76,81 +55,28 @@ fn tools_present() -> bool {
 fn build(variant: &str, features: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("target/riscv64-kernel").join(variant);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo().join("examples/riscv64_kernel"))
-        .args(["build", "--quiet", "--release", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&dir)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            ["-Cforce-frame-pointers=yes", "-Cdebug-assertions=yes"].join("\x1f"),
-        )
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
+    let package = "examples/riscv64_kernel";
+    let flags = ["-Cforce-frame-pointers=yes", "-Cdebug-assertions=yes"];
+    let mut cmd = qemu_kernel::cargo(package, &["build"], TARGET, &dir, Some(&flags));
     if !features.is_empty() {
         cmd.args(["--features", features]);
     }
-    let out = cmd
-        .output()
-        .expect("running cargo for examples/riscv64_kernel");
-    assert!(
-        out.status.success(),
-        "building the {variant} kernel failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    qemu_kernel::run_cargo(&mut cmd, package, &format!("{variant} kernel"));
     dir.join(TARGET).join("release/irqstack-riscv64-kernel")
-}
-
-struct Boot {
-    /// `None`: killed at the timeout.
-    status: Option<i32>,
-    log: String,
-    elapsed: Duration,
 }
 
 /// Boots `kernel` on `virt` with two harts and OpenSBI; returns the UART log and the exit
 /// status, killing QEMU at `BOOT_TIMEOUT`.
 fn boot(kernel: &Path) -> Boot {
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-riscv64")
-        .args(["-M", "virt", "-m", "128M", "-smp"])
-        .arg(HARTS.to_string())
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-        .args(["-bios", "default", "-kernel"])
-        .arg(kernel)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting qemu-system-riscv64");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let log = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
-    Boot {
-        status,
-        log: format!("{log}{err}"),
-        elapsed,
-    }
+    qemu_kernel::boot(
+        Command::new("qemu-system-riscv64")
+            .args(["-M", "virt", "-m", "128M", "-smp"])
+            .arg(HARTS.to_string())
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-bios", "default", "-kernel"])
+            .arg(kernel),
+        BOOT_TIMEOUT,
+    )
 }
 
 /// The value after `key` in a `key value key value ...` line (`0x` for hex).
@@ -177,44 +103,16 @@ fn range(line: &str, key: &str) -> Range<u64> {
     p(lo)..p(hi)
 }
 
-/// Code symbols of the ELF, sorted by address: (start, end, name).
-fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
-    use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
-    let data = std::fs::read(elf).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    let in_text = |s: &object::Symbol<'_, '_>| {
-        s.section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-            .is_some_and(|sec| sec.kind() == SectionKind::Text)
-    };
-    // Functions, and the typeless global labels of the hand-written entry code (`_start`,
-    // `trap_entry`); not the assembler's local `.L` labels nor the RISC-V mapping symbols
-    // (`$x`: code starts here).
-    let mut syms: Vec<(u64, u64, String)> = file
-        .symbols()
-        .filter(|s| {
-            s.kind() == SymbolKind::Text
-                || (s.kind() == SymbolKind::Unknown
-                    && in_text(s)
-                    && s.name()
-                        .is_ok_and(|n| !n.is_empty() && !n.starts_with(['.', '$'])))
-        })
-        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
-        .map(|(a, size, n)| (a, a + size, n))
-        .collect();
-    syms.sort();
-    syms
+/// Code symbols of the ELF, sorted by address: functions, and the typeless global labels of
+/// the hand-written entry code (`_start`, `trap_entry`).
+fn symbols(elf: &Path) -> Vec<qemu_kernel::Sym> {
+    qemu_kernel::symbols(elf, true)
 }
 
 /// The function a return address lies in (`addr - 1`: the call is just before it; `sepc`, the
 /// trap record's "return address", is an instruction after the `wfi`, inside the function too).
-fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
-    let a = addr - 1;
-    syms.iter()
-        .rev()
-        .find(|(lo, hi, _)| *lo <= a && (a < *hi || hi == lo))
-        .map(|(_, _, n)| n.clone())
-        .unwrap_or_else(|| format!("?{addr:#x}"))
+fn resolve(syms: &[qemu_kernel::Sym], addr: u64) -> String {
+    qemu_kernel::resolve(syms, addr, true)
 }
 
 /// `a::b::c` for a legacy-mangled Rust name (`_ZN1a1b1c17h<hash>E`), without the hash; other
@@ -244,20 +142,9 @@ fn demangle(name: &str) -> String {
 /// Everything a passing workload boot must show; returns the walk of hart 0 with names.
 fn assert_workload(kernel: &Path, b: &Boot) -> Vec<String> {
     let log = &b.log;
-    let ctx = || format!("status {:?}, log:\n{log}", b.status);
-    assert_eq!(
-        b.status,
-        Some(PASS_STATUS),
-        "not the pass status: {}",
-        ctx()
-    );
-    assert!(!log.contains("FAIL"), "{}", ctx());
-    assert!(
-        log.contains(&format!("{HARTS} harts expected, scenario workload")),
-        "{}",
-        ctx()
-    );
-    assert!(log.lines().any(|l| l == "all checks passed"), "{}", ctx());
+    let ctx = || b.report();
+    let banner = format!("{HARTS} harts expected, scenario workload");
+    qemu_kernel::assert_passed(b, PASS_STATUS, Some(&banner), "all checks passed", &ctx);
     for check in [
         "check run_on_irqstack: ok on every hart",
         "check distinct IRQ stacks: ok",
@@ -417,17 +304,26 @@ fn two_harts_take_sbi_timer_ticks_on_their_irq_stacks_and_nest_in_the_softirq() 
     assert!(times.iter().all(|t| *t < BOOT_TIMEOUT));
 }
 
+/// Builds the kernel for `scenario` (the feature of that name) and boots it once; `None` when
+/// the tools are missing (the skip line printed).
+fn boot_scenario(scenario: &str) -> Option<(PathBuf, Boot)> {
+    if !tools_present() {
+        return None;
+    }
+    let kernel = build(scenario, scenario);
+    let b = boot(&kernel);
+    Some((kernel, b))
+}
+
 #[test]
 fn a_lost_in_use_flag_fails_the_kernels_checks() {
-    if !tools_present() {
-        return;
-    }
     // The softirq clears the in-use flag: the next tick in it claims the stack again and
     // switches to its top instead of running in place. The handler finds the IRQ stack's own
     // sp in the top slot (not the task stack's) and the boot fails with status 1.
-    let kernel = build("break-in-use", "break-in-use");
-    let b = boot(&kernel);
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let Some((_, b)) = boot_scenario("break-in-use") else {
+        return;
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(FAIL_STATUS), "{}", ctx());
     assert!(b.log.contains("scenario break-in-use"), "{}", ctx());
     assert!(!b.log.contains("all checks passed"), "{}", ctx());
@@ -447,15 +343,13 @@ fn a_lost_in_use_flag_fails_the_kernels_checks() {
 
 #[test]
 fn an_irq_stack_overflow_faults_on_the_guard_page_and_is_reported() {
-    if !tools_present() {
-        return;
-    }
     // A timer handler on the last hart recurses (512-byte frames) until a store faults on the
     // unmapped guard page below its IRQ stack; the trap entry sees sp there, moves to the
     // hart's overflow stack and reports it (status 3).
-    let kernel = build("overflow", "overflow");
-    let b = boot(&kernel);
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let Some((kernel, b)) = boot_scenario("overflow") else {
+        return;
+    };
+    let ctx = || b.report();
     assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
     assert!(b.log.contains("scenario overflow"), "{}", ctx());
     assert!(!b.log.contains("FAIL"), "{}", ctx());

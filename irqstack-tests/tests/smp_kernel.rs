@@ -20,14 +20,16 @@
 
 #[path = "../../tests/kernel_object/mod.rs"]
 mod kernel_object;
+#[path = "support/qemu_kernel.rs"]
+mod qemu_kernel;
 
 use kernel_object::skip;
+use qemu_kernel::{Boot, check, checks, figures, num, repo, resolve_all, table};
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PASS_STATUS: i32 = 33;
 const OVERFLOW_STATUS: i32 = 69;
@@ -37,35 +39,14 @@ const CPUS: usize = 4;
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-fn repo() -> PathBuf {
-    // This package lives in `irqstack-tests/`; the kernel and the shared helpers at the root.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Whether QEMU and the bare-metal target are here; if not, prints the skip line (and fails
 /// when tools are required: CI, `IRQSTACK_REQUIRE_TOOLS=1` or `IRQSTACK_REQUIRE_QEMU=1`).
 fn tools_present() -> bool {
-    let also = std::env::var("IRQSTACK_REQUIRE_QEMU").is_ok_and(|v| v == "1");
-    if !skip::command_runs("qemu-system-x86_64", &["--version"]) {
-        skip::skip(
-            "qemu-system-x86_64",
-            "apt-get install qemu-system-x86",
-            also,
-        );
-        return false;
-    }
-    if !skip::target_installed("x86_64-unknown-none") {
-        skip::skip(
-            "the x86_64-unknown-none target",
-            "rustup target add x86_64-unknown-none",
-            also,
-        );
-        return false;
-    }
-    true
+    qemu_kernel::tools_present(
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+        "x86_64-unknown-none",
+    )
 }
 
 /// The kernel's Rust flags: for `hardened`, the full set a hardened Linux build passes
@@ -105,17 +86,13 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         Some(_) => format!("{variant}-object"),
         None => variant.to_owned(),
     };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo().join("examples/smp_kernel"))
-        .arg(if obj.is_some() { "rustc" } else { "build" })
-        .args(["--quiet", "--release", "--target", "x86_64-unknown-none"])
-        .arg("--target-dir")
-        .arg(repo().join("target/smp-kernel").join(dir))
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(variant).join("\x1f"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
+    let mut cmd = qemu_kernel::cargo(
+        "examples/smp_kernel",
+        &[if obj.is_some() { "rustc" } else { "build" }],
+        "x86_64-unknown-none",
+        &repo().join("target/smp-kernel").join(dir),
+        Some(&rustflags(variant)),
+    );
     if variant == "gdb-irq-above" {
         cmd.args(["--features", "irq-stacks-above"]);
     }
@@ -136,11 +113,10 @@ fn build_to(variant: &str, obj: Option<&Path>) {
         cmd.args(["--bin", "irqstack-smp-kernel", "--"])
             .arg(format!("--emit=obj={}", obj.display()));
     }
-    let out = cmd.output().expect("running cargo for examples/smp_kernel");
-    assert!(
-        out.status.success(),
-        "building the {variant} kernel failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    qemu_kernel::run_cargo(
+        &mut cmd,
+        "examples/smp_kernel",
+        &format!("{variant} kernel"),
     );
     if let Some(obj) = obj
         && !obj.exists()
@@ -155,176 +131,75 @@ fn build_to(variant: &str, obj: Option<&Path>) {
     }
 }
 
-struct Boot {
-    status: Option<i32>,
-    log: String,
-    elapsed: Duration,
-}
-
 /// Boots `kernel` with `-smp CPUS` and `append`, returns the serial log and exit status
 /// (`None` if it had to be killed at the timeout).
 fn boot(kernel: &Path, append: &str) -> Boot {
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "pc", "-m", "128M", "-smp"])
-        .arg(CPUS.to_string())
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", append])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting qemu-system-x86_64");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = start.elapsed();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let log = String::from_utf8_lossy(&reader.join().unwrap()).replace('\r', "");
-    Boot {
-        status,
-        log: format!("{log}{err}"),
-        elapsed,
-    }
+    qemu_kernel::boot(
+        Command::new("qemu-system-x86_64")
+            .args(["-machine", "pc", "-m", "128M", "-smp"])
+            .arg(CPUS.to_string())
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+            ])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-kernel")
+            .arg(kernel)
+            .args(["-append", append]),
+        BOOT_TIMEOUT,
+    )
 }
 
 /// Code symbols of the ELF, sorted by address: (start, end, name). Functions, and the
 /// `STT_NOTYPE` symbols of code in executable sections (the `#[idtentry]` stubs are typeless,
 /// like Linux's `SYM_CODE_START` code).
-fn symbols(elf: &Path) -> Vec<(u64, u64, String)> {
-    use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
-    let data = std::fs::read(elf).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    let in_text = |s: &object::Symbol<'_, '_>| {
-        s.section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-            .is_some_and(|sec| sec.kind() == SectionKind::Text)
-    };
-    let mut syms: Vec<(u64, u64, String)> = file
-        .symbols()
-        .filter(|s| {
-            s.kind() == SymbolKind::Text
-                || (s.kind() == SymbolKind::Unknown
-                    && in_text(s)
-                    && s.name().is_ok_and(|n| !n.is_empty() && !n.starts_with('.')))
-        })
-        .filter_map(|s| {
-            Some((
-                s.address(),
-                s.address() + s.size(),
-                s.name().ok()?.to_owned(),
-            ))
-        })
-        .collect();
-    syms.sort();
-    syms
+fn symbols(elf: &Path) -> Vec<qemu_kernel::Sym> {
+    qemu_kernel::symbols(elf, true)
 }
 
 /// The function a return address lies in (`addr - 1`: the call is just before it).
-fn resolve(syms: &[(u64, u64, String)], addr: u64) -> String {
-    let a = addr - 1;
-    syms.iter()
-        .rev()
-        .find(|(lo, hi, _)| *lo <= a && (a < *hi || hi == lo))
-        .map(|(_, _, n)| n.clone())
-        .unwrap_or_else(|| format!("?{addr:#x}"))
+fn resolve(syms: &[qemu_kernel::Sym], addr: u64) -> String {
+    qemu_kernel::resolve(syms, addr, true)
 }
+
+/// The checks whose figures (one per CPU) count events that every CPU must have seen.
+const COUNTED_CHECKS: &[&str] = &[
+    "hardirq-switched",
+    "hardirq-nested",
+    "softirq",
+    "ipi",
+    "self-ipi",
+    "shapes",
+    "idtentry-sysvec",
+    "idtentry-hooks",
+    "pf-fixup",
+];
 
 /// The checks each variant's kernel prints, in order; every one is asserted.
 fn expected_checks(variant: &str) -> Vec<&'static str> {
-    let mut v = vec![
-        "cpus",
-        "ticks",
-        "hardirq-switched",
-        "hardirq-nested",
-        "softirq",
-        "ipi",
-        "self-ipi",
-        "shapes",
-        "idtentry-sysvec",
-        "idtentry-hooks",
-        "pf-fixup",
-        "user-mode",
-        "irq-stack-depth",
-        "backtrace",
-    ];
+    let mut v = vec!["cpus", "ticks"];
+    v.extend(COUNTED_CHECKS);
+    v.extend(["user-mode", "irq-stack-depth", "backtrace"]);
     if variant == "hardened" {
         v.push("return-thunk");
     }
     v
 }
 
-/// The figures of a `check NAME: ok [a, b, c, d] ...` line.
-fn figures(line: &str) -> Vec<u64> {
-    let Some(open) = line.find('[') else {
-        return Vec::new();
-    };
-    let close = line[open..].find(']').unwrap() + open;
-    line[open + 1..close]
-        .split(',')
-        .map(|x| x.trim().parse().unwrap())
-        .collect()
-}
-
 /// Everything a passing workload boot must show.
 fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     let log = &b.log;
     let ctx = || format!("{variant} kernel, status {:?}, log:\n{log}", b.status);
-    assert_eq!(
-        b.status,
-        Some(PASS_STATUS),
-        "not the pass status: {}",
-        ctx()
-    );
-    assert!(!log.contains("FAIL"), "{}", ctx());
-    assert!(
-        log.contains(&format!("variant {variant}, {CPUS} CPUs expected")),
-        "{}",
-        ctx()
-    );
-    assert!(log.lines().any(|l| l == "PASS"), "{}", ctx());
+    let banner = format!("variant {variant}, {CPUS} CPUs expected");
+    qemu_kernel::assert_passed(b, PASS_STATUS, Some(&banner), "PASS", &ctx);
 
     // Every check, in order, each "ok", and nothing else.
-    let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check ")).collect();
-    let names: Vec<&str> = checks
-        .iter()
-        .map(|l| l["check ".len()..].split(':').next().unwrap())
-        .collect();
-    assert_eq!(names, expected_checks(variant), "{}", ctx());
-    for l in &checks {
-        assert!(l.contains(": ok"), "{l}\n{}", ctx());
-    }
-    let check = |name: &str| -> &str {
-        checks
-            .iter()
-            .find(|l| l.starts_with(&format!("check {name}:")))
-            .unwrap()
-    };
+    let checks = checks(log, &expected_checks(variant), &ctx);
+    let check = |name: &str| check(&checks, name);
     assert!(
         check("cpus").contains(&format!("ok {CPUS} online")),
         "{}",
@@ -337,25 +212,9 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
         "{}",
         ctx()
     );
-    let per_cpu = |name: &str| {
-        let f = figures(check(name));
-        assert_eq!(f.len(), CPUS, "{name}: {f:?}\n{}", ctx());
-        f
-    };
+    let per_cpu = |name: &str| qemu_kernel::per_cpu(&checks, name, CPUS, &ctx);
     assert!(per_cpu("ticks").iter().all(|&t| t >= 500), "{}", ctx());
-    for name in [
-        "hardirq-switched",
-        "hardirq-nested",
-        "softirq",
-        "ipi",
-        "self-ipi",
-        "shapes",
-        "idtentry-sysvec",
-        "idtentry-hooks",
-        "pf-fixup",
-    ] {
-        assert!(per_cpu(name).iter().all(|&x| x > 0), "{name}\n{}", ctx());
-    }
+    qemu_kernel::assert_all_positive(&checks, COUNTED_CHECKS, CPUS, &ctx);
     // User mode on CPU 1: at least 50 timer ticks from ring 3 (each checked in the kernel:
     // swapgs gave the handler the kernel's GS base, it ran on the task stack), none on the
     // other CPUs; ticks from ring 0 that switched to the IRQ stack on every CPU.
@@ -384,13 +243,8 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
 
     // The table: one row per CPU; IPIs sent (all rows) = handled (all rows), self-IPIs
     // raised = handled per CPU, figures equal to the check lines'.
-    let rows: Vec<Vec<&str>> = log
-        .lines()
-        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()) && l.contains(" | "))
-        .map(|l| l.split(" | ").collect())
-        .collect();
+    let rows = table(log);
     assert_eq!(rows.len(), CPUS, "{}", ctx());
-    let num = |s: &str| s.trim().parse::<u64>().unwrap();
     let (mut sent, mut handled) = (0, 0);
     for (cpu, r) in rows.iter().enumerate() {
         assert_eq!(num(r[0]), cpu as u64);
@@ -410,27 +264,8 @@ fn assert_workload(variant: &str, kernel: &Path, b: &Boot) {
     // through) through the trampoline, the glue and the generated entry stub into the
     // interrupted idle code and the CPU's boot path.
     let syms = symbols(kernel);
-    let bts: Vec<&str> = log.lines().filter(|l| l.starts_with("bt cpu ")).collect();
-    assert_eq!(bts.len(), CPUS, "{}", ctx());
-    for l in bts {
-        let cpu: usize = l["bt cpu ".len()..]
-            .split(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let names: Vec<String> = l
-            .split(':')
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .map(|a| {
-                resolve(
-                    &syms,
-                    u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap(),
-                )
-            })
-            .collect();
+    for (cpu, walk) in qemu_kernel::bt_lines(log, CPUS, &ctx) {
+        let names = resolve_all(&syms, walk, true);
         let want: [&dyn Fn(&str) -> bool; 9] = [
             &|n| n.contains("on_irq_stack") && n.contains("shim"),
             &|n| n.contains("on_irq_stack") && n.contains("trampoline") && !n.contains("shim"),
@@ -478,9 +313,9 @@ fn run_workload(variant: &str) {
     let syms = symbols(&kernel);
     if let Some(l) = b.log.lines().find(|l| l.starts_with("bt cpu 0:")) {
         eprintln!("{variant} kernel, CPU 0's frame-pointer walk from the timer handler:");
-        for a in l["bt cpu 0:".len()..].split_whitespace() {
-            let addr = u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap();
-            eprintln!("    {a}  {}", resolve(&syms, addr));
+        let walk = &l["bt cpu 0:".len()..];
+        for (a, name) in walk.split_whitespace().zip(resolve_all(&syms, walk, true)) {
+            eprintln!("    {a}  {name}");
         }
     }
 }
@@ -502,7 +337,7 @@ fn irq_stack_overflow_hits_the_guard_and_is_reported_from_the_double_fault() {
     }
     let kernel = build("basic");
     let b = boot(&kernel, "overflow");
-    let ctx = || format!("status {:?}, log:\n{}", b.status, b.log);
+    let ctx = || b.report();
     assert_eq!(b.status, Some(OVERFLOW_STATUS), "{}", ctx());
     // The last CPU's timer handler recursed; the #DF on IST1 names the CPU and the address,
     // which must lie in that CPU's guard: [IRQ region + cpu * 32 KiB, + 16 KiB).
@@ -764,24 +599,15 @@ fn gdb_walks_across_the_switch_with_the_irq_stacks_above_the_task_stacks() {
 }
 
 fn gdb_walk(variant: &str) {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb", "gdb") {
         return;
-    }
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
     }
     let kernel = build(variant);
     let text = run_gdb(
         &kernel,
         "break gdb_handler_mark\ncontinue\necho BT-BEGIN\\n\nbt\necho BT-END\\n\n",
     );
-    let bt: Vec<&str> = text
-        .lines()
-        .skip_while(|l| *l != "BT-BEGIN")
-        .skip(1)
-        .take_while(|l| *l != "BT-END")
-        .filter(|l| l.starts_with('#'))
-        .collect();
+    let bt = qemu_kernel::gdb_bt(&text);
     eprintln!("gdb bt from the timer handler:\n{}", bt.join("\n"));
     let find = |what: &str, f: &dyn Fn(&str) -> bool| {
         bt.iter()
@@ -817,62 +643,21 @@ fn gdb_walk(variant: &str) {
 /// free loopback port, runs `gdb -batch` on `kernel` with `commands` once connected (then
 /// `kill`), and returns gdb's output. gdb runs under a 120 s timeout; QEMU is killed after.
 fn run_gdb(kernel: &Path, commands: &str) -> String {
-    // A free loopback port for the gdb stub (taken by QEMU right after).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-machine", "pc", "-m", "128M", "-smp"])
-        .arg(CPUS.to_string())
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
-        .args(["-serial", "null"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", ""])
-        .arg("-gdb")
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .arg("-S")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting qemu-system-x86_64");
-    // gdb retries the connection until QEMU listens.
-    let script = format!(
-        r#"set pagination off
-set confirm off
-python
-import time
-for i in range(200):
-    try:
-        gdb.execute("target remote 127.0.0.1:{port}")
-        break
-    except gdb.error:
-        time.sleep(0.05)
-end
-{commands}
-kill
-"#
-    );
-    let dir =
-        std::env::temp_dir().join(format!("irqstack-kernel-gdb-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("script.gdb");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new("timeout")
-        .arg("120")
-        .args(["gdb", "-batch", "-nx", "-x"])
-        .arg(&path)
-        .arg(kernel)
-        .output()
-        .expect("running gdb");
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    qemu_kernel::run_gdb(
+        Command::new("qemu-system-x86_64")
+            .args(["-machine", "pc", "-m", "128M", "-smp"])
+            .arg(CPUS.to_string())
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-serial", "null"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-kernel")
+            .arg(kernel)
+            .args(["-append", ""]),
+        "gdb",
+        kernel,
+        commands,
+        "irqstack-kernel-gdb",
+    )
 }
 
 /// Linux's own kernel-mode path for the same vector, counted by hand from its source (v6.12,
@@ -910,11 +695,8 @@ const LINUX_PATH: &[(&str, u32)] = &[
 /// Printed next to Linux's count for the same vector.
 #[test]
 fn entry_path_instruction_count_next_to_linux() {
-    if !tools_present() {
+    if !tools_present() || !qemu_kernel::gdb_present("gdb", "gdb") {
         return;
-    }
-    if !skip::command_runs("gdb", &["--version"]) {
-        return skip::skip("gdb", "apt-get install gdb", false);
     }
     let kernel = build("gdb");
     let syms = symbols(&kernel);
