@@ -412,7 +412,7 @@ macro_rules! gs_percpu_backend {
 ///   disabled;
 /// - `unsafe fn clear_in_use()`: clears this CPU's flag. Safety: called only by `release`.
 ///
-/// ```ignore
+/// ```text
 /// $crate::__irqstack_rt_percpu_backend! {
 ///     struct MyPercpu;
 ///     stack_ptr = STACK_PTR, in_use = IN_USE, size = 16 * 1024, hook = { my_assert() };
