@@ -279,7 +279,8 @@ macro_rules! set_backend {
 /// ```
 pub const TOP_SLOT_OFFSET: usize = if cfg!(feature = "kernel-abi") { 8 } else { 16 };
 
-/// Type check for `gs_percpu_backend!`: the two per-CPU variables must be a `usize` and a `bool`.
+/// Type check for the per-CPU backends (`__irqstack_rt_percpu_backend!`): the two per-CPU
+/// variables must be a `usize` and a `bool`.
 #[doc(hidden)]
 pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const bool) {}
 
@@ -324,12 +325,10 @@ macro_rules! gs_percpu_backend {
         $crate::gs_percpu_backend!(@impl $stack_ptr, $in_use, $size, { $hook() });
     };
     (@impl $stack_ptr:path, $in_use:path, $size:expr, { $($hook:tt)* }) => {
-        const _: () = {
-            const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
-
+        $crate::__irqstack_rt_percpu_backend! {
             struct GsPercpu;
-
-            impl GsPercpu {
+            stack_ptr = $stack_ptr, in_use = $in_use, size = $size, hook = { $($hook)* };
+            accessors = {
                 #[inline(always)]
                 fn stack_ptr() -> usize {
                     let v: usize;
@@ -345,17 +344,10 @@ macro_rules! gs_percpu_backend {
                     };
                     v
                 }
-            }
 
-            // SAFETY: the kernel's own discipline, which the macro's user promises by naming
-            // the variables: one IRQ stack per CPU whose top slot is in `$stack_ptr`, in use
-            // while `$in_use` is true, accessed with interrupts disabled on the owning CPU.
-            unsafe impl $crate::Backend for GsPercpu {
+                /// The flag; `%gs` addresses it again for the store: no place to keep.
                 #[inline(always)]
-                fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
-                    // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
-                    // in place and must not be marked in use: no release would follow.
-                    let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
+                fn in_use() -> (u32, ()) {
                     let in_use: u32;
                     // SAFETY: as in `stack_ptr`: one byte of this CPU's copy.
                     unsafe {
@@ -366,11 +358,15 @@ macro_rules! gs_percpu_backend {
                             options(nostack, readonly, preserves_flags),
                         )
                     };
-                    if in_use != 0 {
-                        return ::core::option::Option::None;
-                    }
-                    // SAFETY: writes this CPU's copy of the flag; interrupts are off, so no
-                    // other code on this CPU runs between the test above and this store.
+                    (in_use, ())
+                }
+
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `set_in_use`.
+                #[inline(always)]
+                unsafe fn set_in_use((): ()) {
+                    // SAFETY: writes this CPU's copy of the flag (one byte, `%gs`-relative);
+                    // no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "mov byte ptr gs:[rip + {var}], 1",
@@ -378,12 +374,14 @@ macro_rules! gs_percpu_backend {
                             options(nostack, preserves_flags),
                         )
                     };
-                    ::core::option::Option::Some(tos)
                 }
 
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `clear_in_use`.
                 #[inline(always)]
-                unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
-                    // SAFETY: clears this CPU's copy of the flag after the switch back.
+                unsafe fn clear_in_use() {
+                    // SAFETY: clears this CPU's copy of the flag (one byte, `%gs`-relative);
+                    // no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "mov byte ptr gs:[rip + {var}], 0",
@@ -391,6 +389,81 @@ macro_rules! gs_percpu_backend {
                             options(nostack, preserves_flags),
                         )
                     };
+                }
+            };
+        }
+    };
+}
+
+/// The arch-neutral part of the ready per-CPU backends (`gs_percpu_backend!`,
+/// `tpidr_percpu_backend!`, `tp_percpu_backend!`): the [`Backend`] protocol on two per-CPU
+/// variables, written once; the caller supplies only this CPU's accesses.
+///
+/// It defines, in a `const _` block, the type check of the two variables, `struct $name`, an
+/// inherent `impl $name` holding `accessors`, the [`Backend`] impl and [`set_backend!`]. The
+/// accessors, each `#[inline(always)]`:
+///
+/// - `fn stack_ptr() -> usize`: this CPU's copy of the top slot variable;
+/// - `fn in_use() -> (Int, Place)`: this CPU's copy of the flag as loaded (an integer, nonzero
+///   while the stack is in use), and whatever the store needs to find that copy again (an
+///   address, or `()`);
+/// - `unsafe fn set_in_use(place: Place)`: sets the flag `in_use()` tested. Safety: called
+///   only by `claim`, right after `in_use()` returned `(0, place)`, interrupts still
+///   disabled;
+/// - `unsafe fn clear_in_use()`: clears this CPU's flag. Safety: called only by `release`.
+///
+/// ```text
+/// $crate::__irqstack_rt_percpu_backend! {
+///     struct MyPercpu;
+///     stack_ptr = STACK_PTR, in_use = IN_USE, size = 16 * 1024, hook = { my_assert() };
+///     accessors = { /* the four fns */ };
+/// }
+/// ```
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_percpu_backend {
+    (
+        struct $name:ident;
+        stack_ptr = $stack_ptr:path, in_use = $in_use:path, size = $size:expr,
+        hook = { $($hook:tt)* };
+        accessors = { $($accessors:tt)* };
+    ) => {
+        const _: () = {
+            const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
+
+            struct $name;
+
+            impl $name {
+                $($accessors)*
+            }
+
+            // SAFETY: the kernel's own discipline, which the macro's user promises by naming
+            // the variables: one IRQ stack per CPU whose top slot is in `$stack_ptr`, in use
+            // while `$in_use` is true, accessed with interrupts disabled on the owning CPU,
+            // whose per-CPU base (the `%gs` base, `tpidr_el1`/`tpidr_el2`, `tp`) locates that
+            // CPU's copies: the accessors read and write those copies.
+            unsafe impl $crate::Backend for $name {
+                #[inline(always)]
+                fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
+                    // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
+                    // in place and must not be marked in use: no release would follow.
+                    let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
+                    let (in_use, place) = Self::in_use();
+                    if in_use != 0 {
+                        return ::core::option::Option::None;
+                    }
+                    // SAFETY: `in_use()` just found this CPU's flag clear; interrupts are
+                    // disabled, so no other code on this CPU runs between that test and this
+                    // store, and no other CPU writes this CPU's copy.
+                    unsafe { Self::set_in_use(place) };
+                    ::core::option::Option::Some(tos)
+                }
+
+                #[inline(always)]
+                unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
+                    // SAFETY: the trait's contract: once per successful claim, after the
+                    // switch back, interrupts still disabled on the same CPU.
+                    unsafe { Self::clear_in_use() };
                 }
 
                 #[inline(always)]
@@ -415,7 +488,7 @@ macro_rules! gs_percpu_backend {
                 }
             }
 
-            $crate::set_backend!(GsPercpu);
+            $crate::set_backend!($name);
         };
     };
 }

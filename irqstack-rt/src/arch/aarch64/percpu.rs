@@ -106,12 +106,10 @@ macro_rules! tpidr_percpu_backend {
         ));
     };
     (@impl $stack_ptr:path, $in_use:path, $size:expr, { $($hook:tt)* }, $reg:literal) => {
-        const _: () = {
-            const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
-
+        $crate::__irqstack_rt_percpu_backend! {
             struct TpidrPercpu;
-
-            impl TpidrPercpu {
+            stack_ptr = $stack_ptr, in_use = $in_use, size = $size, hook = { $($hook)* };
+            accessors = {
                 /// This CPU's per-CPU offset. `pure`: within one hook (interrupts masked, so
                 /// no migration to another CPU) it does not change, and the compiler may read
                 /// it once for several accesses.
@@ -168,18 +166,10 @@ macro_rules! tpidr_percpu_backend {
                     };
                     p
                 }
-            }
 
-            // SAFETY: the kernel's own discipline, which the macro's user promises by naming
-            // the variables: one IRQ stack per CPU whose top slot is in `$stack_ptr`, in use
-            // while `$in_use` is true, accessed with interrupts masked on the owning CPU (whose
-            // offset register holds that CPU's per-CPU offset).
-            unsafe impl $crate::Backend for TpidrPercpu {
+                /// This CPU's flag, and its place for the store: (template, offset).
                 #[inline(always)]
-                fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
-                    // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
-                    // in place and must not be marked in use: no release would follow.
-                    let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
+                fn in_use() -> (u32, (usize, usize)) {
                     let (flag, off) = (Self::in_use_template(), Self::offset());
                     let in_use: u32;
                     // SAFETY: this CPU's copy of the flag (template + offset), one byte.
@@ -192,12 +182,15 @@ macro_rules! tpidr_percpu_backend {
                             options(nostack, readonly, preserves_flags),
                         )
                     };
-                    if in_use != 0 {
-                        return ::core::option::Option::None;
-                    }
-                    // SAFETY: sets this CPU's copy of the flag; interrupts are masked, so no
-                    // other code on this CPU runs between the test above and this store, and
-                    // no other CPU writes this copy.
+                    (in_use, (flag, off))
+                }
+
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `set_in_use`.
+                #[inline(always)]
+                unsafe fn set_in_use((flag, off): (usize, usize)) {
+                    // SAFETY: sets this CPU's copy of the flag (template + offset, as loaded
+                    // by `in_use`), one byte; no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "strb {one:w}, [{p}, {off}]",
@@ -207,12 +200,14 @@ macro_rules! tpidr_percpu_backend {
                             options(nostack, preserves_flags),
                         )
                     };
-                    ::core::option::Option::Some(tos)
                 }
 
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `clear_in_use`.
                 #[inline(always)]
-                unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
-                    // SAFETY: clears this CPU's copy of the flag after the switch back.
+                unsafe fn clear_in_use() {
+                    // SAFETY: clears this CPU's copy of the flag (template + offset) with the
+                    // zero register; no stack, flags untouched.
                     unsafe {
                         ::core::arch::asm!(
                             "strb wzr, [{p}, {off}]",
@@ -222,30 +217,7 @@ macro_rules! tpidr_percpu_backend {
                         )
                     };
                 }
-
-                #[inline(always)]
-                fn bounds() -> ::core::option::Option<::core::ops::Range<usize>> {
-                    let tos = Self::stack_ptr();
-                    if tos == 0 {
-                        return ::core::option::Option::None;
-                    }
-                    let top = tos + $crate::TOP_SLOT_OFFSET;
-                    ::core::option::Option::Some(top - ($size)..top)
-                }
-
-                #[inline(always)]
-                fn top_slot() -> ::core::option::Option<usize> {
-                    let tos = Self::stack_ptr();
-                    (tos != 0).then_some(tos)
-                }
-
-                #[inline(always)]
-                fn assert_irqs_disabled() {
-                    $($hook)*
-                }
-            }
-
-            $crate::set_backend!(TpidrPercpu);
-        };
+            };
+        }
     };
 }

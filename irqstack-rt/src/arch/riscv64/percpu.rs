@@ -87,12 +87,10 @@ macro_rules! tp_percpu_backend {
         $crate::tp_percpu_backend!(@impl $stack_ptr, $in_use, $size, { $hook() });
     };
     (@impl $stack_ptr:path, $in_use:path, $size:expr, { $($hook:tt)* }) => {
-        const _: () = {
-            const _: () = $crate::__assert_percpu_types(&raw const $stack_ptr, &raw const $in_use);
-
+        $crate::__irqstack_rt_percpu_backend! {
             struct TpPercpu;
-
-            impl TpPercpu {
+            stack_ptr = $stack_ptr, in_use = $in_use, size = $size, hook = { $($hook)* };
+            accessors = {
                 #[inline(always)]
                 fn stack_ptr() -> usize {
                     let v: usize;
@@ -111,18 +109,10 @@ macro_rules! tp_percpu_backend {
                     };
                     v
                 }
-            }
 
-            // SAFETY: the kernel's own discipline, which the macro's user promises by naming
-            // the variables: one IRQ stack per CPU whose top slot is in `$stack_ptr`, in use
-            // while `$in_use` is true, accessed with interrupts disabled on the owning CPU,
-            // with this CPU's per-CPU offset in `tp`.
-            unsafe impl $crate::Backend for TpPercpu {
+                /// This CPU's flag, and the address of its copy for the store.
                 #[inline(always)]
-                fn claim() -> ::core::option::Option<::core::ptr::NonNull<u8>> {
-                    // A CPU whose IRQ stack is not set up yet (pointer still 0) runs handlers
-                    // in place and must not be marked in use: no release would follow.
-                    let tos = ::core::ptr::NonNull::new(Self::stack_ptr() as *mut u8)?;
+                fn in_use() -> (usize, usize) {
                     let addr: usize;
                     let in_use: usize;
                     // SAFETY: as in `stack_ptr`: the address of this CPU's copy of the flag
@@ -138,12 +128,15 @@ macro_rules! tp_percpu_backend {
                             options(nostack, readonly, preserves_flags),
                         )
                     };
-                    if in_use != 0 {
-                        return ::core::option::Option::None;
-                    }
-                    // SAFETY: writes 1 to this CPU's copy of the flag (the address computed
-                    // above); interrupts are off, so no other code on this CPU runs between
-                    // the test and this store.
+                    (in_use, addr)
+                }
+
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `set_in_use`.
+                #[inline(always)]
+                unsafe fn set_in_use(addr: usize) {
+                    // SAFETY: writes 1 to this CPU's copy of the flag (the address `in_use`
+                    // computed), one byte; no stack.
                     unsafe {
                         ::core::arch::asm!(
                             "sb {one}, 0({a})",
@@ -152,13 +145,14 @@ macro_rules! tp_percpu_backend {
                             options(nostack, preserves_flags),
                         )
                     };
-                    ::core::option::Option::Some(tos)
                 }
 
+                /// # Safety
+                /// As for `__irqstack_rt_percpu_backend!`'s `clear_in_use`.
                 #[inline(always)]
-                unsafe fn release(_tos: ::core::ptr::NonNull<u8>) {
+                unsafe fn clear_in_use() {
                     // SAFETY: clears this CPU's copy of the flag (`zero` stored at link address
-                    // plus `tp`) after the switch back; the scratch register is declared.
+                    // plus `tp`); the scratch register is declared.
                     unsafe {
                         ::core::arch::asm!(
                             "lla {a}, {var}",
@@ -170,30 +164,7 @@ macro_rules! tp_percpu_backend {
                         )
                     };
                 }
-
-                #[inline(always)]
-                fn bounds() -> ::core::option::Option<::core::ops::Range<usize>> {
-                    let tos = Self::stack_ptr();
-                    if tos == 0 {
-                        return ::core::option::Option::None;
-                    }
-                    let top = tos + $crate::TOP_SLOT_OFFSET;
-                    ::core::option::Option::Some(top - ($size)..top)
-                }
-
-                #[inline(always)]
-                fn top_slot() -> ::core::option::Option<usize> {
-                    let tos = Self::stack_ptr();
-                    (tos != 0).then_some(tos)
-                }
-
-                #[inline(always)]
-                fn assert_irqs_disabled() {
-                    $($hook)*
-                }
-            }
-
-            $crate::set_backend!(TpPercpu);
-        };
+            };
+        }
     };
 }
