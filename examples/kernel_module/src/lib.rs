@@ -269,11 +269,11 @@ mod entry {
     #[unsafe(no_mangle)]
     pub extern "C" fn irqstack_km_idt_addresses(out: &mut [usize; 7]) {
         *out = [
-            asm_irqstack_km_exc_invalid_op as usize,
-            asm_irqstack_km_exc_general_protection as usize,
-            asm_irqstack_km_sysvec_timer as usize,
-            asm_irqstack_km_exc_nmi as usize,
-            asm_irqstack_km_exc_double_fault as usize,
+            asm_irqstack_km_exc_invalid_op as unsafe extern "C" fn() as usize,
+            asm_irqstack_km_exc_general_protection as unsafe extern "C" fn() as usize,
+            asm_irqstack_km_sysvec_timer as unsafe extern "C" fn() as usize,
+            asm_irqstack_km_exc_nmi as unsafe extern "C" fn() as usize,
+            asm_irqstack_km_exc_double_fault as unsafe extern "C" fn() as usize,
             asm_irqstack_km_common_interrupt_entry(32).unwrap_or(0),
             asm_irqstack_km_common_interrupt_entry(255).unwrap_or(0),
         ];
