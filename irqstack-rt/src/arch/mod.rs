@@ -65,10 +65,14 @@ macro_rules! refuse_x86_only_features {
     };
 }
 
+// What the AArch64 and RISC-V 64 ports share word for word (the trampoline definitions, the
+// return, the shim ABI).
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(target_arch = "riscv64")]
 mod riscv64;
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+mod shared_port;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

@@ -2,26 +2,9 @@
 //! x86-64's and AArch64's (see `arch/x86_64/pieces.rs` for how pieces reach generated code and
 //! why labels are numeric).
 //!
-//! User space only so far: no call padding, no inline switch, no `#[idtentry]` stubs.
-
-/// The function return of hand-written code: `ret` (`jalr x0, 0(ra)`).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_ret {
-    () => {
-        "ret\n"
-    };
-}
-
-/// Where the unwind information of hand-written functions goes: `.eh_frame` (the default), which
-/// the unwinder of panics and backtraces reads.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_cfi_sections {
-    () => {
-        ""
-    };
-}
+//! User space and bare-metal kernels (with [`tp_percpu_backend!`](crate::tp_percpu_backend)):
+//! no call padding, no inline switch, no `#[idtentry]` stubs. The pieces it shares with AArch64
+//! word for word are in `arch/shared_port.rs`.
 
 /// CFI after the switch in the trampoline (user-space builds): the trampoline's frame is the top
 /// of the IRQ stack and returns into the CFI-only switch frames (`arch/riscv64/switch_frames.rs`),
@@ -50,16 +33,6 @@ macro_rules! __irqstack_rt_switch_cfi {
 macro_rules! __irqstack_rt_switch_cfi {
     () => {
         ""
-    };
-}
-
-/// A shim of a generated handler, written by the proc macro without an ABI: this gives it the
-/// one its trampoline calls with, `extern "C-unwind"` (the LP64D psABI, unwinding allowed).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_shim {
-    ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
-        $(#[$($attr)*])* extern "C-unwind" fn $($rest)*
     };
 }
 
@@ -197,81 +170,6 @@ macro_rules! __irqstack_rt_trampoline {
             $crate::__irqstack_rt_instr_record!(end, $e),
             $crate::__irqstack_rt_trampoline!(@tail $nr),
             ".cfi_endproc\n",
-        )
-    };
-}
-
-/// Defines one trampoline of a handler: `unsafe extern "C-unwind" fn $name(params..., tos)`
-/// whose code is [`__irqstack_rt_trampoline!`], calling `$body` (a naked function in
-/// `.noinstr.text`; `$symbol` and `$shim_symbol` are for x86-64's `call-padding`).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_trampoline_def {
-    (
-        name = $name:ident,
-        generics = [$($generics:tt)*],
-        params = [$($param:ty),*],
-        output = [$($output:tt)*],
-        where = [$($where:tt)*],
-        tos = $tos:tt,
-        begin = $begin:literal,
-        end = $end:literal,
-        body = $body:ident,
-        shim = [$($shim:tt)*],
-        symbol = $symbol:literal,
-        shim_symbol = $shim_symbol:literal,
-        noreturn = $noreturn:tt $(,)?
-    ) => {
-        $crate::__irqstack_rt_shim! { $($shim)* }
-        #[unsafe(naked)]
-        #[unsafe(link_section = ".noinstr.text")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe extern "C-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
-            ::core::arch::naked_asm!(
-                $crate::__irqstack_rt_trampoline!(
-                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
-                ),
-                body = sym $body,
-            )
-        }
-    };
-}
-
-/// Defines one trampoline of a handler and the shim it calls: always the out-of-line trampoline
-/// (the inline switch is x86-64's `inline-switch`).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_trampoline_fn {
-    (inline = $inline:tt $(-> $ret:ident)?, $($def:tt)*) => {
-        $crate::__irqstack_rt_trampoline_def! { $($def)* }
-    };
-}
-
-/// What `set_backend!` defines besides the hooks: nothing on RISC-V.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_backend_extras {
-    () => {};
-}
-
-/// `#[idtentry]` builds x86-64 IDT entry stubs: a clear error elsewhere.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_idt_stub {
-    ($($t:tt)*) => {
-        ::core::compile_error!(
-            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
-        )
-    };
-}
-
-/// See `__irqstack_rt_idt_stub`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_idt_vectors {
-    ($($t:tt)*) => {
-        ::core::compile_error!(
-            "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
         )
     };
 }
