@@ -310,6 +310,7 @@ pub const fn __assert_percpu_types(_stack_ptr: *const usize, _in_use: *const boo
 /// #[unsafe(no_mangle)]
 /// static mut hardirq_stack_inuse: bool = false;
 ///
+/// # #[cfg(target_arch = "x86_64")] // `%gs` is x86-64's: the example builds there only
 /// irqstack::gs_percpu_backend!(hardirq_stack_ptr, hardirq_stack_inuse, size = 16 * 1024);
 /// # fn main() {}
 /// ```
