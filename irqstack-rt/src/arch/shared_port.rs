@@ -36,6 +36,22 @@ macro_rules! __irqstack_rt_cfi_sections {
     };
 }
 
+/// A stack-switching trampoline (for `naked_asm!`): finds the register that carries `tos` in
+/// the port's table (`__irqstack_rt_tos_reg!`) and writes the port's sequence
+/// (`__irqstack_rt_trampoline_body!`, documented in `arch/<arch>/pieces.rs`). `tos = N` is the
+/// position of the top slot's address among the integer argument registers, `tos = stack` the
+/// seventh integer argument (on the stack on x86-64, in a register on these ports).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline {
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
+        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
+    };
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
+        $crate::__irqstack_rt_trampoline_body!($crate::__irqstack_rt_tos_reg!($tos), $b, $e, $nr)
+    };
+}
+
 /// A shim of a generated handler, written by the proc macro without an ABI: this gives it the
 /// one its trampoline calls with, `extern "C-unwind"` (AAPCS64 or the RISC-V LP64D psABI,
 /// unwinding allowed).

@@ -34,6 +34,35 @@ macro_rules! __irqstack_rt_switch_cfi {
     };
 }
 
+/// The register that carries `tos`, by its position among the integer argument registers
+/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/shared_port.rs`): x0..x6 (AAPCS64).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_tos_reg {
+    (0) => {
+        "x0"
+    };
+    (1) => {
+        "x1"
+    };
+    (2) => {
+        "x2"
+    };
+    (3) => {
+        "x3"
+    };
+    (4) => {
+        "x4"
+    };
+    (5) => {
+        "x5"
+    };
+    // The seventh integer argument, which x86-64 passes on the stack, is still a register here.
+    (stack) => {
+        "x6"
+    };
+}
+
 /// The body of a stack-switching trampoline (AArch64, for `naked_asm!`).
 ///
 /// As on x86-64, the trampoline has the body's signature plus one last pointer argument, the top
@@ -64,32 +93,7 @@ macro_rules! __irqstack_rt_switch_cfi {
 /// intact: AAPCS64 callees only write below sp, and `bl` pushes nothing.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
-    };
-    // The seventh integer argument: x6 on AArch64.
-    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x6", $b, $e, $nr)
-    };
-    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x0", $b, $e, $nr)
-    };
-    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x1", $b, $e, $nr)
-    };
-    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x2", $b, $e, $nr)
-    };
-    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x3", $b, $e, $nr)
-    };
-    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x4", $b, $e, $nr)
-    };
-    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "x5", $b, $e, $nr)
-    };
+macro_rules! __irqstack_rt_trampoline_body {
     // The way back: sp from x29 (the frame record on the interrupted stack), pop the record,
     // return. The CFA moves back to sp (+ 16, the record's top: the offset is 16 in both forms of
     // the switch CFI) with x29 again in the record (std builds said "same value" while the body
@@ -107,7 +111,7 @@ macro_rules! __irqstack_rt_trampoline {
     (@tail true) => {
         "brk #0x1\n"
     };
-    (@body $reg:literal, $b:literal, $e:literal, $nr:tt) => {
+    ($reg:expr, $b:literal, $e:literal, $nr:tt) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\n",
@@ -139,7 +143,7 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline!(@tail $nr),
+            $crate::__irqstack_rt_trampoline_body!(@tail $nr),
             ".cfi_endproc\n",
         )
     };

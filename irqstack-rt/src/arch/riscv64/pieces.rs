@@ -36,6 +36,35 @@ macro_rules! __irqstack_rt_switch_cfi {
     };
 }
 
+/// The register that carries `tos`, by its position among the integer argument registers
+/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/shared_port.rs`): a0..a6 (the LP64D psABI).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_tos_reg {
+    (0) => {
+        "a0"
+    };
+    (1) => {
+        "a1"
+    };
+    (2) => {
+        "a2"
+    };
+    (3) => {
+        "a3"
+    };
+    (4) => {
+        "a4"
+    };
+    (5) => {
+        "a5"
+    };
+    // The seventh integer argument, which x86-64 passes on the stack, is still a register here.
+    (stack) => {
+        "a6"
+    };
+}
+
 /// The body of a stack-switching trampoline (RISC-V 64, for `naked_asm!`), after Linux's riscv
 /// `call_on_irq_stack` (arch/riscv/kernel/entry.S).
 ///
@@ -81,32 +110,7 @@ macro_rules! __irqstack_rt_switch_cfi {
 /// tests/switch.rs never finish, and tests/cross_arch.rs fails at its run timeout.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
-    };
-    // The seventh integer argument: a6 on RISC-V.
-    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a6", $b, $e, $nr)
-    };
-    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a0", $b, $e, $nr)
-    };
-    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a1", $b, $e, $nr)
-    };
-    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a2", $b, $e, $nr)
-    };
-    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a3", $b, $e, $nr)
-    };
-    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a4", $b, $e, $nr)
-    };
-    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "a5", $b, $e, $nr)
-    };
+macro_rules! __irqstack_rt_trampoline_body {
     // The way back: sp from s0 (just above the frame record on the interrupted stack), restore
     // ra and s0, pop the record, return. The CFA moves to sp + 16, then to sp + 0.
     (@tail false) => {
@@ -133,7 +137,7 @@ macro_rules! __irqstack_rt_trampoline {
     (@tail true) => {
         "ebreak\n"
     };
-    (@body $reg:literal, $b:literal, $e:literal, $nr:tt) => {
+    ($reg:expr, $b:literal, $e:literal, $nr:tt) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\n",
@@ -168,7 +172,7 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline!(@tail $nr),
+            $crate::__irqstack_rt_trampoline_body!(@tail $nr),
             ".cfi_endproc\n",
         )
     };
