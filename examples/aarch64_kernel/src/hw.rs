@@ -299,33 +299,29 @@ pub enum Conduit {
 /// MMU off, with `x0 = context`. Returns the PSCI status (0 on success).
 pub fn psci_cpu_on(conduit: Conduit, mpidr: u64, entry: usize, context: u64) -> i64 {
     let mut x0: u64 = 0xc400_0003;
-    // SAFETY: a PSCI call per the SMC calling convention: arguments in x0..x3, the result in
-    // x0; x1..x17 may be clobbered by the callee (declared).
-    unsafe {
-        match conduit {
-            Conduit::Hvc => core::arch::asm!(
-                "hvc #0",
-                inout("x0") x0,
-                inout("x1") mpidr => _,
-                inout("x2") entry => _,
-                inout("x3") context => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-                out("x15") _, out("x16") _, out("x17") _,
-                options(nostack),
-            ),
-            Conduit::Smc => core::arch::asm!(
-                "smc #0",
-                inout("x0") x0,
-                inout("x1") mpidr => _,
-                inout("x2") entry => _,
-                inout("x3") context => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
-                out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
-                out("x15") _, out("x16") _, out("x17") _,
-                options(nostack),
-            ),
-        }
+    // The same call through either conduit: only the instruction differs.
+    macro_rules! psci_call {
+        ($insn:literal) => {
+            // SAFETY: a PSCI call per the SMC calling convention: arguments in x0..x3, the
+            // result in x0; x1..x17 may be clobbered by the callee (declared).
+            unsafe {
+                core::arch::asm!(
+                    $insn,
+                    inout("x0") x0,
+                    inout("x1") mpidr => _,
+                    inout("x2") entry => _,
+                    inout("x3") context => _,
+                    out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+                    out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+                    out("x15") _, out("x16") _, out("x17") _,
+                    options(nostack),
+                )
+            }
+        };
+    }
+    match conduit {
+        Conduit::Hvc => psci_call!("hvc #0"),
+        Conduit::Smc => psci_call!("smc #0"),
     }
     x0 as i64
 }
