@@ -81,11 +81,15 @@ disasm() {
         "$work/disasm.txt"
 }
 insns() { grep -cP '^\s+[0-9a-f]+:\t' || true; }
+# Instructions up to and including the first `ret`: the trampoline's path (what follows it is the
+# landing pad, run only when a panic unwinds through the switch).
+path_insns() { awk '/^[ \t]+[0-9a-f]+:\t/ { n++; if ($0 ~ /\tret/) { print n; exit } } END { if (!n) print 0 }'; }
 
 echo
 for t in switched switched6 switched_struct; do
     text=$(disasm "icount::rows::$t::__irqstack_dispatch::__irqstack_trampoline")
-    echo "== trampoline of $t: $(printf '%s\n' "$text" | insns) instructions"
+    echo "== trampoline of $t: $(printf '%s\n' "$text" | path_insns) instructions to its ret" \
+        "($(printf '%s\n' "$text" | insns) with the landing pad)"
     printf '%s\n' "$text"
     echo
 done

@@ -70,10 +70,10 @@ fn saved_sp(_x: u64) -> usize {
     interrupted_sp().unwrap_or(0)
 }
 
-/// The top slot holds exactly the stack pointer of the trampoline after its `push rbp`: the
-/// caller's rsp at the call, minus the return address and the saved rbp (AArch64: after its
-/// `stp x29, x30`, RISC-V: after its `addi sp, sp, -16` for ra and s0, 16 bytes below the
-/// caller's sp as well).
+/// The top slot holds exactly the stack pointer of the trampoline at its first instruction: the
+/// caller's rsp at the call minus the return address (x86-64 user space keeps no frame record:
+/// 8 bytes below the caller's rsp). AArch64: after its `stp x29, x30`, RISC-V: after its
+/// `addi sp, sp, -16` for ra and s0, 16 bytes below the caller's sp.
 #[inline(never)]
 fn caller_sp_and_saved() -> (usize, usize) {
     let before = rsp();
@@ -93,7 +93,8 @@ fn top_slot_holds_the_interrupted_stack_pointer() {
     );
     // Every later call switches from the wrapper itself, inlined into the caller.
     let (before, saved) = caller_sp_and_saved();
-    assert_eq!(before - saved, 16, "rsp {before:#x}, saved {saved:#x}");
+    let below = if cfg!(target_arch = "x86_64") { 8 } else { 16 };
+    assert_eq!(before - saved, below, "rsp {before:#x}, saved {saved:#x}");
 }
 
 /// Returns `rsp % 16` at its own entry. Called from a body, it sees the body's call-site

@@ -10,10 +10,12 @@
 //!     last, so arguments stay in their registers (see `classify`);
 //!   - the block form: arguments moved into a tuple on the caller's stack, passed by pointer, with
 //!     an out pointer for the result where needed. Works for any types.
-//! - `__irqstack_dispatch` (`#[inline(always)]`, the wrapper's whole body): claim the IRQ stack;
-//!   if that succeeded, call a trampoline and release it after (a drop guard, so a panic releases
-//!   it too); if it is in use, run the body in place; on the thread's first use (std builds),
-//!   tail-call `__irqstack_first_use`;
+//! - `__irqstack_dispatch` (`#[inline(always)]`, the wrapper's whole body): ask the backend
+//!   whether the IRQ stack is free; if so, call a trampoline and `finish` after it (user space:
+//!   the trampoline itself claims and releases, also when the body panics, so the call is a
+//!   tail call; kernel backends: `finish` releases, and their drop guard releases on a panic);
+//!   if it is in use, run the body in place; on the thread's first use (std builds), tail-call
+//!   `__irqstack_first_use`;
 //! - `__irqstack_first_use` (`#[cold]`, never inlined): create the IRQ stack, then dispatch again.
 //!   A function of its own so that the wrapper holds no argument across the creation call: an
 //!   out-of-line wrapper then needs no callee-saved register for it (issue 15). The kernel
@@ -502,7 +504,7 @@ fn register_form(info: &Sig<'_>, gprs: usize) -> TokenStream {
         // receives exactly these arguments. It saves rsp in the top slot, switches, calls the
         // shim and restores rsp before it returns or unwinds.
         let __irqstack_ret = unsafe { #tramp_name(#(#names,)* __irqstack_switch.tos()) };
-        ::core::mem::drop(__irqstack_switch);
+        __irqstack_switch.finish();
         __irqstack_ret
     }
 }
@@ -565,7 +567,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
             let __irqstack_ret = unsafe {
                 #tramp_name(&mut *__irqstack_args as *mut #tuple_ty, __irqstack_switch.tos())
             };
-            ::core::mem::drop(__irqstack_switch);
+            __irqstack_switch.finish();
             __irqstack_ret
         }
     } else {
@@ -608,7 +610,7 @@ fn block_form(info: &Sig<'_>) -> TokenStream {
                     __irqstack_switch.tos(),
                 )
             };
-            ::core::mem::drop(__irqstack_switch);
+            __irqstack_switch.finish();
             // SAFETY: the trampoline returned normally, so the shim wrote the result.
             unsafe { __irqstack_out.assume_init() }
         }

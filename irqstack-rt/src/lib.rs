@@ -310,7 +310,10 @@ pub fn run_on_irqstack<F: FnOnce() -> R, R>(f: F) -> R {
                     switch.tos(),
                 );
             }
-            drop(switch);
+            // The kernel backends release here (their `Switch` is a drop guard, which also
+            // releases when the body unwinds); the std backend's trampoline has released already
+            // (its `Switch` only carries the slot).
+            switch.finish();
             // SAFETY: the trampoline returned normally, so the shim wrote the result.
             unsafe { out.assume_init() }
         }
@@ -419,14 +422,25 @@ macro_rules! closure_trampoline {
         #[cfg(not(feature = "call-padding"))]
         #[unsafe(naked)]
         #[unsafe(link_section = ".noinstr.text")]
+        // The LSDA's label (`arch/landing.rs`): a naked function is emitted once per instance,
+        // never duplicated by inlining, which is what the lint guards against.
+        #[allow(named_asm_labels)]
         unsafe extern $abi fn closure_trampoline<F: FnOnce() -> R, R>(
             _f: *mut F,
             _out: *mut R,
             _tos: *mut u8,
         ) {
             core::arch::naked_asm!(
-                crate::__irqstack_rt_trampoline!(tos = 2, begin = "4739998", end = "4739999"),
+                crate::__irqstack_rt_trampoline!(
+                    tos = 2,
+                    begin = "4739998",
+                    end = "4739999",
+                    // One definition per closure type: the LSDA's label takes the instance's
+                    // own (mangled, `[A-Za-z0-9_$.]`) name to be unique.
+                    lsda = ".L{me}_lsda"
+                ),
                 body = sym closure_shim::<F, R>,
+                me = sym closure_trampoline::<F, R>,
             )
         }
     };

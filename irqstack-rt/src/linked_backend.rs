@@ -27,6 +27,13 @@ impl Switch {
     pub fn tos(&self) -> *mut u8 {
         self.tos.as_ptr()
     }
+
+    /// After the trampoline returned: release the stack (the drop guard's work, said where it
+    /// happens).
+    #[inline(always)]
+    pub fn finish(self) {
+        drop(self);
+    }
 }
 
 impl Drop for Switch {

@@ -1,101 +1,110 @@
 //! User-space backend: one guard-paged IRQ stack per thread.
 //!
-//! # The hot state: one thread-local word
+//! # The hot state: the top slot itself
 //!
-//! `TOS` (an `isize`) holds this thread's top-of-stack slot address, with its sign telling whether
-//! the IRQ stack is free:
+//! The thread-local `TOS` points at a word whose value says whether the IRQ stack is free:
 //!
-//! | `TOS`                     | meaning                                                     |
-//! |---------------------------|-------------------------------------------------------------|
-//! | `slot` (> 0)              | free; the value is the 16-byte aligned top-of-stack slot    |
-//! | `-slot` (< 0)             | in use by a switched call; negating it gives the slot back  |
-//! | `IN_USE` (`isize::MIN`)   | being created, or the thread is exiting: run in place       |
-//! | `UNMAPPED` (0)            | no IRQ stack yet: create one on first use                   |
+//! | `TOS` points at                    | the word                                   | entering |
+//! |------------------------------------|--------------------------------------------|----------|
+//! | the top slot of this thread's stack | 0                                          | switch   |
+//! | the top slot of this thread's stack | the interrupted stack pointer (> 0)        | in place |
+//! | `NO_STACK_YET` (a static)          | -1                                         | create, then enter again |
+//! | `RUN_IN_PLACE` (a static)          | 1                                          | in place (being created, or the thread is exiting) |
 //!
-//! User-space addresses are below 2^47 (x86-64) or 2^48 (AArch64), so a slot is positive as an
-//! `isize` and its negation lies strictly between `isize::MIN` and 0: the four kinds never
-//! overlap. Entering reads the word once and tests it once (`test`): negative means run in place
-//! (`js`, the only branch the in-place path takes), zero means first use (`je` on the same
-//! flags), positive means free. Claiming and releasing are the same operation, `TOS = -TOS`: the
-//! release needs no value from the claim, so the wrapper keeps no slot value across its call of
-//! the trampoline (the trampoline gets the slot from the value the test loaded). The kernel needs
-//! two per-CPU variables for this (`hardirq_stack_ptr` and `hardirq_stack_inuse`); folding them
-//! into one word saves a load and a compare on the hot path, and negation lets that one word also
-//! remember the slot while in use. Negation keeps both sentinels fixed (`-0 == 0`, and
-//! `isize::MIN` wraps to itself): a release after the thread-exit destructor stored `IN_USE`
-//! leaves it `IN_USE`, and no sentinel ever turns into something that looks free. (The issue's
-//! first draft had `IN_USE` 0 and `UNMAPPED` 1: the same protocol, but "in place" then needs a
-//! compare with 1 and LLVM tests `< 1` as `<= 0`, so it took a second compare; with 0 and
-//! `isize::MIN` one `test` decides all three ways.)
+//! The in-use flag *is* the top slot. The trampoline's first instruction, `mov [tos], rsp`,
+//! saves the interrupted stack pointer where unwinders and [`interrupted_sp`] read it, and that
+//! same store claims the stack: a user-space stack pointer is never 0 and is positive as an
+//! `isize` (addresses below 2^47 on x86-64, 2^48 on AArch64, 2^38..2^56 on riscv64). After
+//! the body returns, the trampoline switches back and stores 0: the release. So the wrapper
+//! writes nothing: it loads `TOS`, compares the word it points at with 0 (one `cmp`, whose flags
+//! decide all three ways: greater runs in place, less is the first use, equal switches) and
+//! jumps to the trampoline, which the compiler reaches by a tail call because nothing in the
+//! wrapper follows it. The kernel keeps the flag in a per-CPU variable of its own
+//! (`hardirq_stack_inuse`) because its trampoline is inline and its release is C; here both ends
+//! of the claim are in the trampoline's assembly, which already has the slot in a register.
+//!
+//! The sentinels are statics that nothing ever writes (a claim only stores into a word it found
+//! 0, and they are never 0), so `TOS` always points at a live word and the wrapper's load needs
+//! no null test.
 //!
 //! # Why this is async-signal-safe
 //!
 //! Signals are delivered to the same thread, between two instructions, so only the compiler may
-//! reorder anything. The word is an `AtomicIsize`, not a `Cell`: it is shared between the thread
-//! and its signal handlers, and the language orders plain accesses around a signal handler only
-//! through atomics and `compiler_fence` (C++'s `atomic_signal_fence`); with a `Cell` the fences
-//! would order nothing and the sharing would formally be a data race. `Relaxed` suffices (one
-//! thread observes itself; no other thread reads the word) and costs nothing on x86-64: a relaxed
-//! load, a negation and a relaxed store of the same address compile to one `neg qword ptr
-//! fs:[...]` (LLVM folds atomic load-op-store of one address into the memory form of the
-//! operation, without `lock`, which a relaxed load and store allow: nothing else can observe the
-//! word between them). `compiler_fence` pins the order of the claim and the release relative to
-//! the call of the trampoline.
+//! reorder anything. `TOS` and the slot are atomics (relaxed: one thread observes itself), and
+//! the trampoline is an opaque call, so the compiler keeps the wrapper's load before it. A signal
+//! handler that enters `#[on_irqstack]` code either
+//! - finds the word 0: it stores its own interrupted stack pointer there, switches, runs,
+//!   switches back and stores 0 again: it leaves the word as it found it; or
+//! - finds it positive (in use, or `RUN_IN_PLACE`) or -1: it runs in place (on whichever stack
+//!   it landed, below the interrupted code's stack pointer) and writes nothing.
 //!
-//! The argument, instruction by instruction. A signal handler that enters `#[on_irqstack]` code
-//! either
-//! - finds a positive slot: it claims it, switches, runs, switches back and releases it, which
-//!   negates the word twice: it leaves exactly the value it found; or
-//! - finds a negative value (`-slot` or `IN_USE`): it runs in place (on whichever stack it
-//!   landed, below the interrupted code's stack pointer) and does not write the word at all.
+//! (`NO_STACK_YET` is the creation case, below.) So *any handler leaves the word as it found
+//! it*, and the interrupted code may be stopped anywhere:
+//! - between the wrapper's load and the trampoline's claim: the word is still 0, the claim is
+//!   right;
+//! - between the claim and the switch (`mov [tos], rsp` done, `mov rsp, tos` not yet): the word
+//!   is in use, the handler runs in place on the interrupted stack;
+//! - while the body runs: in use, the handler runs in place on the IRQ stack, below the body;
+//! - after the body returned and before the switch back: still in use, so a handler runs in
+//!   place below `tos`, where nothing of the trampoline's lives any more;
+//! - between the switch back and the release: still in use, the handler runs in place on the
+//!   interrupted stack;
+//! - after the release: the stack is free and nothing runs on it.
 //!
-//! (`UNMAPPED` is the creation case, below.) So *any handler leaves the word as it found it*, and
-//! the interrupted code may be stopped anywhere:
-//! - between the test's load and the claim: the claim negates the word as it is in memory, which
-//!   the handler left as the test saw it (positive); the claimed value is the slot the trampoline
-//!   gets;
-//! - inside the claim or the release when it is not one instruction (debug builds, other
-//!   architectures: load, negate, store): between its load and its store the handler found the
-//!   value the load read and left it, so the store writes its exact negation, as the single
-//!   instruction would;
-//! - from the claim until the release: the word is negative, handlers run in place, so nothing
-//!   switches to the stack in use;
-//! - after the release: the word is the slot again, free.
+//! The release is the last thing and comes after `rsp` left the IRQ stack: released any
+//! earlier, a handler landing on the IRQ stack (at `rsp == tos`, in the red zone's shadow) would
+//! find it free and switch to its top, over its own frames. The trampolines of the three
+//! architectures keep `tos` in a scratch register across the switch back for that store.
 //!
-//! A panic through the body unwinds through the wrapper, whose drop guard (`Switch`) releases.
+//! A panic through the body unwinds through the trampoline, whose landing pad (its LSDA, read by
+//! Rust's personality routine) switches back and releases in the same order before unwinding on.
 //!
 //! # Creation, at any instruction
 //!
 //! The first use (or [`prepare_irq_stack`]) creates the stack. The decision to create and the
-//! mark that keeps everyone else out are one instruction: `TOS.compare_exchange(UNMAPPED, IN_USE)`
-//! (a `lock cmpxchg`), and only the caller that exchanged `UNMAPPED` out creates. From that
-//! instruction until the stack is published, `TOS` reads `IN_USE`, so a signal handler that
-//! interrupts the creation runs in place: it never maps a second stack, never sees half-written
-//! bounds, and never enters the allocator that the creation may be inside of (registering the
-//! thread-exit destructor allocates). A signal that lands before the exchange finds `UNMAPPED`
-//! and creates the stack itself, runs on it and releases it (a positive slot); the interrupted
-//! call's exchange then fails, and it uses the stack the handler made. Either way the thread ends
-//! up with exactly one stack. The creation publishes the stack free (one store of the slot over
-//! `IN_USE`); the first use then enters again as any call does (the generated wrapper's cold
-//! first-use function, see [`FirstUse::run`]; `try_enter`'s `enter_first_time` for the closure
-//! form), and a signal between the publication and that claim switches to the stack and leaves
-//! it as it found it. The bounds are two atomics written low first, high last, and read high
-//! first, so no reader ever sees one stack's low end with another's high end.
+//! mark that keeps everyone else out are one instruction: `TOS.compare_exchange(NO_STACK_YET,
+//! RUN_IN_PLACE)` (a `lock cmpxchg`), and only the caller that exchanged `NO_STACK_YET` out
+//! creates. From that instruction until the stack is published, `TOS` points at
+//! `RUN_IN_PLACE`, so a signal handler that interrupts the creation runs in place: it never maps
+//! a second stack, never sees half-written bounds, and never enters the allocator that the
+//! creation may be inside of (registering the thread-exit destructor allocates). A signal that
+//! lands before the exchange finds `NO_STACK_YET` and creates the stack itself, runs on it and
+//! releases it; the interrupted call's exchange then fails, and it uses the stack the handler
+//! made. Either way the thread ends up with exactly one stack. The creation publishes the stack
+//! free (one store of the slot's address, whose word the fresh mapping holds at 0); the first use
+//! then enters again as any call does (the generated wrapper's cold first-use function, see
+//! [`FirstUse::run`]; `try_enter`'s `enter_first_time` for the closure form). The bounds are two
+//! atomics written low first, high last, and read high first, so no reader ever sees one
+//! stack's low end with another's high end.
 //!
 //! Creating from a signal handler that interrupted *other* code (the thread's first use happens
 //! in the handler) is still not async-signal-safe: registering the destructor may allocate, and
 //! the interrupted code may hold the allocator's lock. Call [`prepare_irq_stack`] at thread start.
+//!
+//! [`interrupted_sp`]: crate::interrupted_sp
 
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, compiler_fence};
 
 use crate::{IrqStackError, current_sp};
 
-/// `TOS` value while the IRQ stack is being created, or gone (the thread is exiting). A switched
-/// call's claim is the negated slot instead (see the module documentation).
-const IN_USE: isize = isize::MIN;
-/// `TOS` value before the IRQ stack of this thread exists.
-const UNMAPPED: isize = 0;
+/// What `TOS` points at before this thread's IRQ stack exists: "create it, then enter again".
+/// Never written (a claim stores only into a word it found 0), so it may live in read-only
+/// memory.
+static NO_STACK_YET: isize = -1;
+/// What `TOS` points at while the IRQ stack is being created, and after the thread-exit
+/// destructor ran: "run in place". Never written.
+static RUN_IN_PLACE: isize = 1;
+
+/// `&NO_STACK_YET` as `TOS` holds it.
+const fn no_stack_yet() -> *mut isize {
+    (&raw const NO_STACK_YET).cast_mut()
+}
+
+/// `&RUN_IN_PLACE` as `TOS` holds it.
+const fn run_in_place() -> *mut isize {
+    (&raw const RUN_IN_PLACE).cast_mut()
+}
 
 /// Default size of an IRQ stack created by the std backend: 64 KiB.
 ///
@@ -123,9 +132,9 @@ const _: () = assert!(TOP_RESERVE == 16);
 static STACK_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_IRQ_STACK_SIZE);
 
 std::thread_local! {
-    /// The hot word (see the module documentation). No destructor, constant initializer: std
+    /// The hot pointer (see the module documentation). No destructor, constant initializer: std
     /// compiles an access to a plain `%fs`-relative load or store, with no lazy-init check.
-    static TOS: AtomicIsize = const { AtomicIsize::new(UNMAPPED) };
+    static TOS: AtomicPtr<isize> = const { AtomicPtr::new(no_stack_yet()) };
     /// Usable range `[LOW, HIGH)` of this thread's IRQ stack; `HIGH == 0` when there is none.
     /// Published low first, high last; cleared high first.
     static LOW: AtomicUsize = const { AtomicUsize::new(0) };
@@ -138,58 +147,24 @@ std::thread_local! {
     static OWNER: Owner = const { Owner };
 }
 
-/// A claimed IRQ stack. Dropping it releases the stack (also when the body unwinds).
+/// A free IRQ stack, found by [`enter`]: its top slot, for the trampoline, which claims it by
+/// storing the interrupted stack pointer there and releases it by storing 0 after switching back
+/// (also when the body unwinds: its landing pad). Nothing to do when dropped.
 pub struct Switch {
-    tos: usize,
+    tos: *mut isize,
 }
 
 impl Switch {
     /// Address of the top-of-stack slot, to pass to a trampoline.
     #[inline(always)]
     pub fn tos(&self) -> *mut u8 {
-        self.tos as *mut u8
+        self.tos.cast()
     }
-}
 
-impl Drop for Switch {
+    /// After the trampoline returned: nothing to do, the trampoline released the stack. (The
+    /// kernel backends' `finish` releases.)
     #[inline(always)]
-    fn drop(&mut self) {
-        // The trampoline has returned (or is being unwound through): rsp is back on the
-        // interrupted stack. Only now may a signal handler switch again.
-        compiler_fence(Ordering::SeqCst);
-        // Release: `-slot` becomes `slot` again. Reads nothing from `self`, so the wrapper has no
-        // value to keep across the trampoline call (if the thread-exit destructor stored
-        // `IN_USE` meanwhile, it stays `IN_USE`).
-        negate();
-    }
-}
-
-/// `TOS = -TOS`: the claim and the release. A relaxed load and store of one address, which LLVM
-/// folds into one `neg qword ptr fs:[...]` on x86-64 (see "Why this is async-signal-safe" for why
-/// it is right also where it stays a load, a negation and a store).
-#[inline(always)]
-fn negate() {
-    TOS.with(|t| t.store(t.load(Ordering::Relaxed).wrapping_neg(), Ordering::Relaxed));
-}
-
-/// The claim, `TOS = -tos`, where `tos` is what the test has just loaded: the word still holds
-/// it, since a signal handler that ran in between restored what it found.
-///
-/// x86-64 negates in memory (`negate`: one `neg qword ptr fs:[...]`, and `tos` stays in the
-/// trampoline's argument register). Load/store architectures have no memory negation: there
-/// `negate` is a load, a `neg` and a store, and storing the negated register instead saves the
-/// reload (AArch64: `neg x8, x1; str x8, [x21, x20]` instead of `ldr`/`neg`/`str`). A signal
-/// between the load of `tos` and this store finds the word free, switches, and gives it back as
-/// it found it, so the store is still right.
-#[inline(always)]
-fn claim(tos: isize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let _ = tos;
-        negate();
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    TOS.with(|t| t.store(tos.wrapping_neg(), Ordering::Relaxed));
+    pub fn finish(self) {}
 }
 
 /// What a handler's wrapper does now (`#[on_irqstack]`'s generated code).
@@ -219,28 +194,35 @@ impl FirstUse {
     }
 }
 
-/// Claims this thread's IRQ stack if it is free; tells apart "in use" and "not created yet".
+/// Finds out whether this thread's IRQ stack is free; tells apart "in use" and "not created
+/// yet". Writes nothing: the trampoline claims (see the module documentation).
 #[inline(always)]
 pub fn enter() -> Entered {
     let tos = TOS.with(|t| t.load(Ordering::Relaxed));
-    if tos < UNMAPPED {
-        // In use (`-slot`), being created or gone (`IN_USE`): every negative value.
-        // Cold: a nested entry (a signal arriving inside a handler, a handler calling a handler)
-        // is the rare case, and the hint makes the compiler lay this path out of line so that
-        // the switching path falls through to the code after the call with no jump
-        // (BENCHMARKS.md). Tested first: the in-place path takes a single branch.
-        core::hint::cold_path();
+    // SAFETY: `TOS` always points at a live, aligned word: a sentinel static, or the top slot of
+    // this thread's IRQ stack, which stays mapped until the thread-exit destructor has pointed
+    // `TOS` back at a sentinel (and that destructor runs on this thread, not between our load
+    // and this one, since it never runs in a signal handler). A plain load, not an atomic one:
+    // no Rust code ever writes the word (the sentinels are immutable statics; a stack's slot is
+    // 0 from `mmap` and written only by the trampolines' assembly), and the only writers are
+    // this thread's own trampolines, which run either in program order (before this load or
+    // after the call that follows it, which the compiler cannot move it across: the trampoline
+    // is opaque) or in a signal handler, which completes before this code resumes and leaves the
+    // word as it found it. So every load, wherever the compiler puts it or however often it
+    // repeats it, reads the same value; and LLVM folds a plain load into the compare (`cmp qword
+    // ptr [rsi], 0`), which it does not do with an atomic one: one instruction on every path.
+    let word = unsafe { tos.read() };
+    if word > 0 {
+        // In use (the interrupted stack pointer), being created or gone (`RUN_IN_PLACE`): run in
+        // place. Tested first, so that the in-place path takes no branch (`jle` falls through)
+        // and the switching one reaches the trampoline by `je`, a conditional tail call. No
+        // `cold_path()` hints: with them LLVM materializes the enum's discriminant and tests it
+        // again (three more branches on every path, measured).
         Entered::InPlace
-    } else if tos != UNMAPPED {
-        // Claim: the word is still `tos` (a signal handler that ran since the load restored
-        // what it found), so this stores `-tos`. Both tests compare with 0: one `test`, whose
-        // flags decide both branches.
-        claim(tos);
-        // The claim must be visible to a signal handler before rsp moves to the IRQ stack.
-        compiler_fence(Ordering::SeqCst);
-        Entered::Switch(Switch { tos: tos as usize })
+    } else if word == 0 {
+        // Free: the trampoline claims it.
+        Entered::Switch(Switch { tos })
     } else {
-        core::hint::cold_path();
         Entered::FirstUse(FirstUse(()))
     }
 }
@@ -274,9 +256,9 @@ fn enter_first_time() -> Option<Switch> {
 /// again. Aborts with a message if the stack cannot be mapped (there is no caller to return the
 /// error to; [`prepare_irq_stack`] at thread start reports it instead).
 ///
-/// Leaves `TOS` free (created), `IN_USE` (the thread is exiting, or this runs in a signal handler
+/// Leaves `TOS` at a free slot (created), at `RUN_IN_PLACE` (the thread is exiting, or this runs in a signal handler
 /// that interrupted the creation: the entry then runs in place), or as a signal handler that
-/// created the stack meanwhile left it: never `UNMAPPED`, so entering again cannot come back
+/// created the stack meanwhile left it: never at `NO_STACK_YET`, so entering again cannot come back
 /// here.
 #[cold]
 #[inline(never)]
@@ -306,18 +288,18 @@ pub(crate) fn abort_with(args: core::fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
-/// Creates this thread's IRQ stack. The caller has just exchanged `UNMAPPED` in `TOS` for
-/// `IN_USE` (so it alone creates, and every handler meanwhile runs in place).
+/// Creates this thread's IRQ stack. The caller has just exchanged `NO_STACK_YET` in `TOS` for
+/// `RUN_IN_PLACE` (so it alone creates, and every handler meanwhile runs in place).
 ///
-/// Returns the top slot with `TOS` still `IN_USE`: the caller publishes it or keeps it claimed.
-/// On a mapping error `TOS` is `UNMAPPED` again (a later use retries); when the thread is exiting
-/// it stays `IN_USE` for good.
+/// Returns the top slot (its word 0: free) with `TOS` still at `RUN_IN_PLACE`: the caller
+/// publishes it. On a mapping error `TOS` is at `NO_STACK_YET` again (a later use retries); when
+/// the thread is exiting it stays at `RUN_IN_PLACE` for good.
 fn create_marked() -> Result<usize, IrqStackError> {
     let page = rustix::param::page_size();
     let size = round_up(STACK_SIZE.load(Ordering::Relaxed), page);
     let total = size + page;
     let unmark = |e: rustix::io::Errno| {
-        TOS.with(|t| t.store(UNMAPPED, Ordering::Relaxed));
+        TOS.with(|t| t.store(no_stack_yet(), Ordering::Relaxed));
         IrqStackError::Map(e.raw_os_error())
     };
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; it aliases nothing.
@@ -342,7 +324,7 @@ fn create_marked() -> Result<usize, IrqStackError> {
     }
     let low = base as usize + page;
     let high = base as usize + total;
-    // Register the destructor before publishing the stack (this may allocate: TOS is IN_USE, so
+    // Register the destructor before publishing the stack (this may allocate: TOS is at RUN_IN_PLACE, so
     // no handler of this thread enters the allocator through us meanwhile). If the thread is
     // already tearing down its thread-locals, give the mapping back and run in place from now on.
     if OWNER.try_with(|_| ()).is_err() {
@@ -377,9 +359,10 @@ impl Drop for Owner {
     fn drop(&mut self) {
         // From here on every handler of this thread runs in place: a signal that arrives after
         // this store must not switch to a stack that is about to disappear. If a switched call
-        // is in progress (the thread exits from inside a handler), its release negates
-        // `IN_USE`, which leaves it `IN_USE`.
-        TOS.with(|t| t.store(IN_USE, Ordering::Relaxed));
+        // is in progress (the thread exits from inside a handler), its release stores 0 into the
+        // slot, which stays mapped: the stack is leaked below when we run on it, and otherwise
+        // the call's frames are gone (an exit unwinds them, releasing, before destructors run).
+        TOS.with(|t| t.store(run_in_place(), Ordering::Relaxed));
         EXITED.with(|e| e.store(true, Ordering::Relaxed));
         compiler_fence(Ordering::SeqCst);
         let high = HIGH.with(|h| h.swap(0, Ordering::Relaxed));
@@ -441,17 +424,26 @@ pub fn prepare_irq_stack() -> Result<Range<usize>, IrqStackError> {
         return Ok(r);
     }
     // Decide and mark in one instruction, as in `enter_first_time`.
-    match TOS.with(|t| t.compare_exchange(UNMAPPED, IN_USE, Ordering::Relaxed, Ordering::Relaxed)) {
+    let marked = TOS.with(|t| {
+        t.compare_exchange(
+            no_stack_yet(),
+            run_in_place(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+    });
+    match marked {
         Ok(_) => {
             let tos = create_marked()?;
-            // Publish the stack free: from here on handlers switch to it.
-            TOS.with(|t| t.store(tos as isize, Ordering::Relaxed));
+            // Publish the stack free (its top slot holds 0, as the fresh mapping does): from
+            // here on handlers switch to it.
+            TOS.with(|t| t.store(tos as *mut isize, Ordering::Relaxed));
         }
-        Err(IN_USE) if EXITED.with(|e| e.load(Ordering::Relaxed)) => {
+        Err(p) if p == run_in_place() && EXITED.with(|e| e.load(Ordering::Relaxed)) => {
             return Err(IrqStackError::ThreadExiting);
         }
         // No bounds yet and marked: the code this signal handler interrupted is creating it.
-        Err(IN_USE) => return Err(IrqStackError::CreationInterrupted),
+        Err(p) if p == run_in_place() => return Err(IrqStackError::CreationInterrupted),
         // A signal handler that landed after our `bounds()` created it (free or, if this runs
         // inside it, in use): the exchange left the word alone.
         Err(_) => {}

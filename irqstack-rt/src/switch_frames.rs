@@ -31,10 +31,12 @@
 //!    the step off it is checked. Its CFI: CFA = rsp (the IRQ stack top), return address = the
 //!    word at CFA - 8 plus 15: the second part, at an exact address (after a signal frame,
 //!    unwinders do not subtract one from the next return address, so the exact value is right);
-//! 2. a **normal frame** for the trampoline's frame record on the thread stack: CFA = rbp + 16,
-//!    return address at CFA - 8, rbp saved at CFA - 16 (exactly the kernel's rule). It is not a
-//!    signal frame, so the caller's return address gets the usual minus one, and the caller's
-//!    call-site lookup (panics, `catch_unwind`) works as without the switch.
+//! 2. a **normal frame** for the trampoline's side of the thread stack: CFA = the saved stack
+//!    pointer in the top slot plus 8, return address at CFA - 8 (where the call of the
+//!    trampoline, or of the wrapper that tail-called it, left it). (Kernel builds: the
+//!    trampoline's frame record, CFA = rbp + 16, rbp at CFA - 16, exactly the kernel's rule.) It
+//!    is not a signal frame, so the caller's return address gets the usual minus one, and the
+//!    caller's call-site lookup (panics, `catch_unwind`) works as without the switch.
 //!
 //! Every pair of adjacent normal frames is then in order (body below the IRQ top; the thread
 //! side frame below its caller), in both layouts, and libgcc, Rust's panics and
@@ -53,7 +55,7 @@
 #[macro_export]
 macro_rules! __irqstack_rt_switch_cfi {
     () => {
-        ".cfi_def_cfa rsp, 16\n.cfi_same_value rbp\n"
+        ".cfi_def_cfa rsp, 16\n"
     };
 }
 
@@ -191,8 +193,13 @@ pub(crate) extern "C" fn irq_stack_switch() {
         ".fill 16, 1, 0xcc",
         ".cfi_endproc",
         ".cfi_startproc",
-        ".cfi_def_cfa rbp, 16",
-        ".cfi_offset rbp, -16",
+        // CFA = the word at rsp - 16, plus 8: DW_CFA_def_cfa_expression (0x0f), 5 bytes,
+        // DW_OP_breg7 (rsp) -16, DW_OP_deref, DW_OP_plus_uconst 8. rsp here is the first part's
+        // CFA, the IRQ stack's top slot + 16, so the word is the saved rsp: the stack pointer
+        // at the trampoline's entry, where the return address into its caller is (the CIE's
+        // rule, at CFA - 8). rbp is unchanged (the trampoline keeps no frame record).
+        ".cfi_escape 0x0f, 0x05, 0x77, 0x70, 0x06, 0x23, 0x08",
+        ".cfi_same_value rbp",
         ".fill 16, 1, 0xcc",
         ".cfi_endproc",
     )

@@ -702,7 +702,7 @@ mod stepping {
         // SAFETY: reads one byte of this binary's code at each stepped address (text is readable).
         let opcode = |rip: usize| unsafe { (rip as *const u8).read() };
         let ops: Vec<u8> = rips.iter().map(|&r| opcode(r)).collect();
-        // push rbp; mov rbp, rsp; mov [tos], rsp; mov rsp, tos; call; leave; ret.
+        // mov [tos], rsp; mov rsp, tos; call; mov rcx, rsp; mov rsp, [rcx]; mov [rcx], 0; ret.
         assert_eq!(
             rips.len(),
             7,
@@ -713,22 +713,31 @@ mod stepping {
             "{name}: not straight-line {rips:x?}"
         );
         assert_eq!(rips[0], tramp.start, "{name}");
-        // The ret is the last instruction (followed by an `int3` with the `sls` feature).
-        let after_ret = *rips.last().unwrap() + 1;
+        // The ret is the last instruction of the way back (followed by an `int3` with the `sls`
+        // feature, and by the landing pad with `panic = "unwind"`).
+        let ret = *rips.last().unwrap();
         assert!(
-            after_ret == tramp.end || (after_ret + 1 == tramp.end && opcode(after_ret) == 0xcc),
-            "{name}: the trampoline {tramp:x?} goes on after its ret at {:#x}",
-            after_ret - 1
+            ret < tramp.end,
+            "{name}: the ret at {ret:#x} is outside {tramp:x?}"
         );
-        assert_eq!(ops[0], 0x55, "{name}: push rbp");
-        assert_eq!(ops[4], 0xe8, "{name}: call");
-        assert_eq!(&ops[5..], &[0xc9, 0xc3], "{name}: leave; ret");
+        assert_eq!(ops[2], 0xe8, "{name}: call");
+        assert_eq!(ops[6], 0xc3, "{name}: ret");
+        // REX.W moves: the claim, the switch, and the three of the way back.
+        for i in [0, 1, 3, 4, 5] {
+            assert_eq!(
+                ops[i], 0x48,
+                "{name}: instruction {i} is a 64-bit mov: {ops:x?}"
+            );
+        }
         let states: Vec<Seen> = at.iter().map(|a| a.1).collect();
-        use Seen::{InPlaceIrq as Irq, InPlaceTask as Task};
-        assert_eq!(states, [Task, Task, Task, Task, Irq, Irq, Task], "{name}");
+        use Seen::{InPlaceIrq as Irq, InPlaceTask as Task, Switched as Free};
+        // The trampoline claims (its first store) and releases (its last one): free before the
+        // claim and at the ret, in use in between, on the IRQ stack from the switch until the
+        // switch back.
+        assert_eq!(states, [Free, Task, Irq, Irq, Irq, Task, Free], "{name}");
         // At `mov [tos], rsp` the stepped rsp is the value the switch saves; every handler that ran
         // in place on the IRQ stack found exactly that link in the top slot.
-        let saved = at[2].2.rsp;
+        let saved = at[0].2.rsp;
         assert!(
             steps
                 .iter()
@@ -737,17 +746,18 @@ mod stepping {
                 .all(|(s, _)| s.link == saved),
             "{name}: top slot"
         );
-        assert_eq!(at[4].2.rsp, tos, "{name}: rsp at the call is the top slot");
+        assert_eq!(at[2].2.rsp, tos, "{name}: rsp at the call is the top slot");
         assert_eq!(
-            at[5].2.rsp, tos,
+            at[3].2.rsp, tos,
             "{name}: rsp back at the top slot after the call"
         );
-        // `leave` switches back to the saved stack pointer (held in rbp) and pops rbp.
+        // `mov rsp, [rcx]` switches back to the saved stack pointer; the release and the ret
+        // run there.
         assert_eq!(
-            at[6].2.rsp,
-            saved + 8,
-            "{name}: leave restores the saved rsp"
+            at[5].2.rsp, saved,
+            "{name}: the switch back restores the saved rsp"
         );
+        assert_eq!(at[6].2.rsp, saved, "{name}: ret from the saved rsp");
         assert_released_and_switching(&irq, &task);
         (n, rips.len())
     }

@@ -18,6 +18,7 @@
 //! crate refuses to build elsewhere with a message that names the
 //! supported architectures.
 
+mod landing;
 mod markers;
 
 /// The x86-64-only features stop a build for another architecture, with messages that name what

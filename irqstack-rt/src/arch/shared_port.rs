@@ -44,11 +44,23 @@ macro_rules! __irqstack_rt_cfi_sections {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline!(
+            tos = $tos,
+            begin = $b,
+            end = $e,
+            noreturn = false,
+            lsda = $lsda
+        )
     };
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline_body!($crate::__irqstack_rt_tos_reg!($tos), $b, $e, $nr)
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_body!(
+            $crate::__irqstack_rt_tos_reg!($tos),
+            $b,
+            $e,
+            $nr,
+            $lsda
+        )
     };
 }
 
@@ -87,11 +99,14 @@ macro_rules! __irqstack_rt_trampoline_def {
         $crate::__irqstack_rt_shim! { $($shim)* }
         #[unsafe(naked)]
         #[unsafe(link_section = ".noinstr.text")]
-        #[allow(clippy::too_many_arguments)]
+        // The LSDA's label (`arch/landing.rs`), unique per expansion: a naked function is
+        // emitted once, never duplicated by inlining, which is what the lint guards against.
+        #[allow(clippy::too_many_arguments, named_asm_labels)]
         unsafe extern "C-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
             ::core::arch::naked_asm!(
                 $crate::__irqstack_rt_trampoline!(
-                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn,
+                    lsda = ::core::concat!(".L", $symbol, "_lsda")
                 ),
                 body = sym $body,
             )
@@ -135,5 +150,26 @@ macro_rules! __irqstack_rt_idt_vectors {
         ::core::compile_error!(
             "#[idtentry] builds x86-64 interrupt entry stubs: supported on target_arch = \"x86_64\" only"
         )
+    };
+}
+
+/// `$text` in user-space (`std`) builds, nothing in kernel builds: the trampoline's release of
+/// the IRQ stack (the kernel backends release in the wrapper, through their own in-use flag).
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_std_only {
+    ($text:literal) => {
+        $text
+    };
+}
+
+/// See above.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_std_only {
+    ($text:literal) => {
+        ""
     };
 }

@@ -100,21 +100,33 @@ macro_rules! __irqstack_rt_trampoline_body {
     // ran), then to sp + 0 with both registers restored.
     (@tail false) => {
         ::core::concat!(
+            $crate::__irqstack_rt_trampoline_body!(@keep_tos),
             "mov sp, x29\n",
             ".cfi_def_cfa_register sp\n.cfi_offset x29, -16\n",
             "ldp x29, x30, [sp], #16\n",
             ".cfi_def_cfa_offset 0\n.cfi_restore x29\n.cfi_restore x30\n",
+            $crate::__irqstack_rt_trampoline_body!(@release),
             $crate::__irqstack_rt_ret!(),
         )
+    };
+    // User space (`std`): the trampoline releases the IRQ stack (the top slot is the in-use
+    // flag, see std_backend.rs): keep tos (sp, where the body returned) in x16 across the way
+    // back, and store 0 into the slot once sp is off the IRQ stack.
+    (@keep_tos) => {
+        $crate::__irqstack_rt_std_only!("mov x16, sp\n")
+    };
+    (@release) => {
+        $crate::__irqstack_rt_std_only!("str xzr, [x16]\n")
     };
     // A body of type `!` never returns: a trap after the call instead of the way back.
     (@tail true) => {
         "brk #0x1\n"
     };
-    ($reg:expr, $b:literal, $e:literal, $nr:tt) => {
+    ($reg:expr, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\n",
+            $crate::__irqstack_rt_eh_begin!($lsda),
             // Push the frame record (x29, x30) on the interrupted stack: CFA = sp + 16, x29 at
             // CFA - 16, x30 at CFA - 8.
             "stp x29, x30, [sp, #-16]!\n",
@@ -134,6 +146,7 @@ macro_rules! __irqstack_rt_trampoline_body {
             $reg,
             "\n",
             $crate::__irqstack_rt_switch_cfi!(),
+            $crate::__irqstack_rt_eh_remember!(),
             // Label B (instrumentation begins) on the direct call of the body.
             $b,
             ":\n",
@@ -144,7 +157,29 @@ macro_rules! __irqstack_rt_trampoline_body {
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
             $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+            $crate::__irqstack_rt_eh_pad!(),
             ".cfi_endproc\n",
+            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
+        )
+    };
+}
+
+/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
+/// the trampoline's registers as at the body's call: sp = tos, x29 = the frame record on the
+/// interrupted stack, the exception in x0. Switch back and release as the normal way back does
+/// (sp = the record, 16-byte aligned), then resume unwinding from here: CFA = sp + 16, x29 and
+/// x30 in the record, so the unwinder goes on into the wrapper's caller.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_landing_pad {
+    () => {
+        ::core::concat!(
+            "mov x16, sp\n",
+            "mov sp, x29\n",
+            ".cfi_def_cfa sp, 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
+            "str xzr, [x16]\n",
+            "bl _Unwind_Resume\n",
+            "brk #0x1\n",
         )
     };
 }

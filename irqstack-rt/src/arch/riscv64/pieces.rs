@@ -115,6 +115,8 @@ macro_rules! __irqstack_rt_trampoline_body {
     // ra and s0, pop the record, return. The CFA moves to sp + 16, then to sp + 0.
     (@tail false) => {
         ::core::concat!(
+            // User space: keep tos (sp, where the body returned) for the release below.
+            $crate::__irqstack_rt_std_only!("mv t1, sp\n"),
             // sp = the frame record (s0 - 16); the CFA is sp + 16 again.
             "addi sp, s0, -16\n",
             // s0 is again in the record (std builds said "same value" while the body ran).
@@ -128,6 +130,9 @@ macro_rules! __irqstack_rt_trampoline_body {
             // Pop the record: sp is the caller's, the CFA is sp + 0.
             "addi sp, sp, 16\n",
             ".cfi_def_cfa_offset 0\n",
+            // User space (`std`): release the IRQ stack (the top slot is the in-use flag, see
+            // std_backend.rs), now that sp is off it.
+            $crate::__irqstack_rt_std_only!("sd zero, 0(t1)\n"),
             // Return to ra.
             $crate::__irqstack_rt_ret!(),
         )
@@ -137,10 +142,11 @@ macro_rules! __irqstack_rt_trampoline_body {
     (@tail true) => {
         "ebreak\n"
     };
-    ($reg:expr, $b:literal, $e:literal, $nr:tt) => {
+    ($reg:expr, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
             ".cfi_startproc\n",
+            $crate::__irqstack_rt_eh_begin!($lsda),
             // Room for the frame record on the interrupted stack: CFA = sp + 16.
             "addi sp, sp, -16\n",
             ".cfi_def_cfa_offset 16\n",
@@ -163,6 +169,7 @@ macro_rules! __irqstack_rt_trampoline_body {
             $reg,
             "\n",
             $crate::__irqstack_rt_switch_cfi!(),
+            $crate::__irqstack_rt_eh_remember!(),
             // Label B (instrumentation begins) on the direct call of the body.
             $b,
             ":\n",
@@ -173,7 +180,29 @@ macro_rules! __irqstack_rt_trampoline_body {
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
             $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+            $crate::__irqstack_rt_eh_pad!(),
             ".cfi_endproc\n",
+            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
+        )
+    };
+}
+
+/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
+/// the trampoline's registers as at the body's call: sp = tos, s0 = the interrupted sp (the CFA),
+/// the exception in a0. Switch back to the frame record and release as the normal way back
+/// does, then resume unwinding from here: CFA = sp + 16, ra and s0 in the record, so the
+/// unwinder goes on into the wrapper's caller.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_landing_pad {
+    () => {
+        ::core::concat!(
+            "mv t1, sp\n",
+            "addi sp, s0, -16\n",
+            ".cfi_def_cfa sp, 16\n.cfi_offset s0, -16\n.cfi_offset ra, -8\n",
+            "sd zero, 0(t1)\n",
+            "call _Unwind_Resume\n",
+            "ebreak\n",
         )
     };
 }

@@ -183,31 +183,45 @@ macro_rules! __irqstack_rt_switch_back {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal) => {
-        $crate::__irqstack_rt_trampoline!(tos = $tos, begin = $b, end = $e, noreturn = false)
+    (tos = $tos:tt, begin = $b:literal, end = $e:literal, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline!(
+            tos = $tos,
+            begin = $b,
+            end = $e,
+            noreturn = false,
+            lsda = $lsda
+        )
     };
-    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "mov r11, qword ptr [rbp + 16]\n", "r11", $b, $e, $nr)
+    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(stack, "r11", $b, $e, $nr, $lsda)
     };
     // `tos` in the integer argument register at this position (SysV: rdi, rsi, rdx, rcx, r8, r9).
-    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "rdi", $b, $e, $nr)
+    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "rdi", $b, $e, $nr, $lsda)
     };
-    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "rsi", $b, $e, $nr)
+    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "rsi", $b, $e, $nr, $lsda)
     };
-    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "rdx", $b, $e, $nr)
+    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "rdx", $b, $e, $nr, $lsda)
     };
-    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "rcx", $b, $e, $nr)
+    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "rcx", $b, $e, $nr, $lsda)
     };
-    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "r8", $b, $e, $nr)
+    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "r8", $b, $e, $nr, $lsda)
     };
-    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt) => {
-        $crate::__irqstack_rt_trampoline!(@body "", "r9", $b, $e, $nr)
+    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
+        $crate::__irqstack_rt_trampoline_seq!(reg, "r9", $b, $e, $nr, $lsda)
     };
+}
+
+/// The kernel's sequence (`no_std` builds; see `__irqstack_rt_trampoline!`): a frame record, the
+/// switch, the call, `leave`. The backend's drop guard in the wrapper releases the stack.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_seq {
     // The way back: `leave` restores the interrupted rsp (see above), then the return.
     (@tail false) => {
         ::core::concat!("leave\n.cfi_def_cfa rsp, 8\n", $crate::__irqstack_rt_ret!())
@@ -218,12 +232,20 @@ macro_rules! __irqstack_rt_trampoline {
     (@tail true) => {
         "int3\n"
     };
-    (@body $fetch:literal, $reg:literal, $b:literal, $e:literal, $nr:tt) => {
+    (@fetch stack) => {
+        "mov r11, qword ptr [rbp + 16]\n"
+    };
+    (@fetch reg) => {
+        ""
+    };
+    ($fetch:tt, $reg:literal, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
             $crate::__irqstack_rt_cfi_sections!(),
-            ".cfi_startproc\npush rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
+            ".cfi_startproc\n",
+            $crate::__irqstack_rt_eh_begin!($lsda),
+            "push rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
             "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
-            $fetch,
+            $crate::__irqstack_rt_trampoline_seq!(@fetch $fetch),
             "mov qword ptr [",
             $reg,
             "], rsp\n",
@@ -236,8 +258,115 @@ macro_rules! __irqstack_rt_trampoline {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline!(@tail $nr),
+            $crate::__irqstack_rt_trampoline_seq!(@tail $nr),
             ".cfi_endproc\n",
+        )
+    };
+}
+
+/// The user-space sequence (`std` builds): the trampoline claims and releases the IRQ stack
+/// itself, and keeps no frame record.
+///
+/// ```text
+/// [mov r11, [rsp+8]]     tos passed on the stack (seventh integer argument): fetch it
+/// mov  [tos], rsp        save the interrupted rsp in the top slot; the same store claims the
+///                        stack (the slot is the in-use flag: 0 free, the saved rsp in use; see
+///                        std_backend.rs), so the wrapper writes nothing and reaches this
+///                        function by a tail call
+/// mov  rsp, tos          switch; tos is 16-byte aligned, so the body starts with
+///                        rsp % 16 == 8 as SysV demands
+/// B: call body           direct call
+/// E: mov rcx, rsp        rcx = tos (the body returned with rsp where the call found it);
+///                        rcx carries no return value
+/// mov  rsp, [rcx]        switch back to the interrupted stack
+/// mov  qword [rcx], 0    release: only now, with rsp off the IRQ stack (a release before the
+///                        switch back would let a signal handler that lands on the IRQ stack
+///                        switch to its top, over its own frames)
+/// ret
+/// ```
+///
+/// No frame record: DWARF unwinders (panics, backtraces, gdb) follow the CFI, which describes
+/// every instruction, and the frame would cost 3 instructions on every switched call (`push
+/// rbp`, `mov rbp, rsp`, `pop`), the difference between 13 and 15 out of line (BENCHMARKS.md,
+/// "Out of line"). What it costs: a frame-pointer walk from the body goes from the trampoline's
+/// return address straight to the caller's caller (the body's saved rbp is the caller's): the
+/// caller of the handler is missing from `perf --call-graph fp`, as it is for any function
+/// compiled without a frame. Kernel builds, whose unwinders and objtool want the frame, keep it
+/// (above).
+///
+/// The CFI: at entry CFA = rsp + 8. From the switch until the way back, CFA = rsp + 16 (the top
+/// of the IRQ stack) with the return address at CFA - 8, the word above the top slot, which the
+/// backend fills with the address of the CFI-only switch frames (`switch_frames.rs`): they lead
+/// the unwinder to the interrupted stack through the saved rsp, whichever stack lies higher.
+/// After `mov rsp, [rcx]`, CFA = rsp + 8 again. With `panic = "unwind"` the trampoline also has
+/// a personality routine and an LSDA (`arch/landing.rs`): the landing pad switches back and
+/// releases in the same order, then resumes unwinding.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_trampoline_seq {
+    (@tail false) => {
+        ::core::concat!(
+            "mov rcx, rsp\n",
+            "mov rsp, qword ptr [rcx]\n.cfi_def_cfa rsp, 8\n",
+            "mov qword ptr [rcx], 0\n",
+            $crate::__irqstack_rt_ret!(),
+        )
+    };
+    (@tail true) => {
+        "int3\n"
+    };
+    (@fetch stack) => {
+        "mov r11, qword ptr [rsp + 8]\n"
+    };
+    (@fetch reg) => {
+        ""
+    };
+    ($fetch:tt, $reg:literal, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+        ::core::concat!(
+            ".cfi_startproc\n",
+            $crate::__irqstack_rt_eh_begin!($lsda),
+            $crate::__irqstack_rt_trampoline_seq!(@fetch $fetch),
+            "mov qword ptr [",
+            $reg,
+            "], rsp\n",
+            "mov rsp, ",
+            $reg,
+            "\n",
+            $crate::__irqstack_rt_switch_cfi!(),
+            $crate::__irqstack_rt_eh_remember!(),
+            $b,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(begin, $b),
+            "call {body}\n",
+            $e,
+            ":\n",
+            $crate::__irqstack_rt_instr_record!(end, $e),
+            $crate::__irqstack_rt_trampoline_seq!(@tail $nr),
+            $crate::__irqstack_rt_eh_pad!(),
+            ".cfi_endproc\n",
+            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
+        )
+    };
+}
+
+/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
+/// the trampoline's registers as at the body's call: rsp = tos, the exception in rax. Switch
+/// back and release as the normal way back does, realign (rsp is 8 mod 16 here, as at entry)
+/// and resume unwinding, which goes on from this frame (CFA = rsp + 16 after the push, the
+/// return address at CFA - 8: the wrapper's caller).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_landing_pad {
+    () => {
+        ::core::concat!(
+            "mov rcx, rsp\n",
+            "mov rsp, qword ptr [rcx]\n.cfi_def_cfa rsp, 8\n",
+            "mov qword ptr [rcx], 0\n",
+            "push rax\n.cfi_adjust_cfa_offset 8\n",
+            "mov rdi, rax\n",
+            "call _Unwind_Resume@PLT\n",
+            "int3\n",
         )
     };
 }
@@ -280,11 +409,14 @@ macro_rules! __irqstack_rt_trampoline_def {
         $crate::__irqstack_rt_shim! { $($shim)* }
         #[unsafe(naked)]
         #[unsafe(link_section = ".noinstr.text")]
-        #[allow(clippy::too_many_arguments)]
+        // The LSDA's label (`arch/landing.rs`), unique per expansion: a naked function is
+        // emitted once, never duplicated by inlining, which is what the lint guards against.
+        #[allow(clippy::too_many_arguments, named_asm_labels)]
         unsafe extern "sysv64-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
             ::core::arch::naked_asm!(
                 $crate::__irqstack_rt_trampoline!(
-                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn,
+                    lsda = ::core::concat!(".L", $symbol, "_lsda")
                 ),
                 body = sym $body,
             )
@@ -356,7 +488,8 @@ macro_rules! __irqstack_rt_trampoline_def {
                 $crate::__irqstack_rt_padded_function!(
                     $symbol,
                     $crate::__irqstack_rt_trampoline!(
-                        tos = $tos, begin = $begin, end = $end, noreturn = $noreturn
+                        tos = $tos, begin = $begin, end = $end, noreturn = $noreturn,
+                    lsda = ::core::concat!(".L", $symbol, "_lsda")
                     )
                 ),
                 body = sym shim,
@@ -446,7 +579,12 @@ macro_rules! __irqstack_rt_backend_extras {
             ::core::arch::global_asm!(
                 $crate::__irqstack_rt_padded_function!(
                     "__irqstack_rt_closure_trampoline_0_1",
-                    $crate::__irqstack_rt_trampoline!(tos = 3, begin = "4739994", end = "4739995")
+                    $crate::__irqstack_rt_trampoline!(
+                        tos = 3,
+                        begin = "4739994",
+                        end = "4739995",
+                        lsda = ".L__irqstack_rt_closure_trampoline_0_1_lsda"
+                    )
                 ),
                 body = sym call,
             );
