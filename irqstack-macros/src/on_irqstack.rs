@@ -145,6 +145,12 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         }
     };
 
+    let allow_unreachable_early = if matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)))
+    {
+        quote!(#[allow(unreachable_code, clippy::diverging_sub_expression)])
+    } else {
+        quote!()
+    };
     let classes: Vec<Arg> = info.tys.iter().map(|t| classify::arg(t)).collect();
     let switched = if classes.contains(&Arg::Sse) {
         // Where a float travels depends on the target's ABI, which the proc macro cannot see:
@@ -180,10 +186,46 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         switched_for(&info, &classes, FloatRegs::Sse)
     };
 
+    // A handler the user put out of line (`#[inline(never)]`: a signal handler, a callback) runs
+    // its in-place path through a function of its own, which the wrapper reaches by a
+    // (conditional) tail call: the wrapper's entry then needs no register of its own for the
+    // body's result (BENCHMARKS.md, "Out of line"). Inlinable handlers inline the body there.
+    let out_of_line = attrs.iter().any(|a| {
+        a.path().is_ident("inline") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "never")
+    });
+    let in_place_fn = if out_of_line {
+        let call = info.call_body(&info.names);
+        let sig = {
+            let generics = &sig.generics;
+            let where_clause = &sig.generics.where_clause;
+            let output = &sig.output;
+            let inputs = info
+                .names
+                .iter()
+                .zip(&info.tys)
+                .map(|(n, t)| quote!(#n: #t));
+            quote!(fn __irqstack_in_place #generics (#(#inputs),*) #output #where_clause)
+        };
+        quote! {
+            #[allow(clippy::too_many_arguments)]
+            #[inline(never)]
+            #allow_unreachable_early
+            #sig {
+                #call
+            }
+        }
+    } else {
+        quote!()
+    };
     let in_place = {
         let begin = label::fresh();
         let end = label::fresh();
-        let call = info.call_body(&info.names);
+        let call = if out_of_line {
+            let names = &info.names;
+            quote!(__irqstack_in_place(#(#names),*))
+        } else {
+            info.call_body(&info.names)
+        };
         quote! {
             // Markers around the body call: a NOP and a record each in kernel builds, nothing in
             // user space (see `__irqstack_rt_in_place_marker` in irqstack-rt).
@@ -246,6 +288,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         #allow_unreachable
         #vis #wrapper_sig {
             #body_fn
+            #in_place_fn
             // Claim the IRQ stack and switch to it, or run in place. Inlined into the wrapper
             // (and into `__irqstack_first_use`, std builds only).
             #[allow(clippy::too_many_arguments)]

@@ -214,10 +214,15 @@ pub fn enter() -> Entered {
     let word = unsafe { tos.read() };
     if word > 0 {
         // In use (the interrupted stack pointer), being created or gone (`RUN_IN_PLACE`): run in
-        // place. Tested first, so that the in-place path takes no branch (`jle` falls through)
-        // and the switching one reaches the trampoline by `je`, a conditional tail call. No
-        // `cold_path()` hints: with them LLVM materializes the enum's discriminant and tests it
-        // again (three more branches on every path, measured).
+        // place. Tested first: the in-place path takes one branch (`jg`) and the switching one
+        // reaches the trampoline by `je`, a conditional tail call out of line. Cold: a nested
+        // entry (a signal arriving inside a handler, a handler calling a handler) is the rare
+        // case, and inlined into a loop the hint makes the compiler lay this path out of line,
+        // so that the switching path falls through to the code after the call with no jump
+        // (BENCHMARKS.md). Only this branch gets the hint: in a draft with one on the first-use
+        // branch too, LLVM materialized the enum's discriminant and tested it again (three more
+        // branches on every path).
+        core::hint::cold_path();
         Entered::InPlace
     } else if word == 0 {
         // Free: the trampoline claims it.
