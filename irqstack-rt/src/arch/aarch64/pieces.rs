@@ -83,11 +83,19 @@ macro_rules! __irqstack_rt_tos_reg {
 ///                             unwinders follow it)
 /// mov sp, tos                 switch; tos is 16-byte aligned, as AAPCS64 requires of sp
 /// B: bl body                  direct call; B carries the instrumentation-begin record
-/// E: mov sp, x29              back: x29 is callee-saved, so it still points at the frame
-///                             record on the interrupted stack; E carries the end record
+/// E: [mov x16, sp]            user space: keep tos (sp, where the body returned) for the
+///                             release; E carries the end record
+/// mov sp, x29                 back: x29 is callee-saved, so it still points at the frame
+///                             record on the interrupted stack
 /// ldp x29, x30, [sp], #16     pop the frame record
+/// [str xzr, [x16]]            user space: release (the top slot is the in-use flag, see
+///                             std_backend.rs), only now that sp is off the IRQ stack
 /// ret
 /// ```
+///
+/// In user space the `str x16, [tos]` above is also the claim, and a panic in the body goes
+/// through the landing pad (`__irqstack_rt_landing_pad!`, `arch/landing.rs`), which switches
+/// back and releases the same way before it resumes unwinding.
 ///
 /// The body may use the memory at and above its entry sp, so the top slot at `[tos]` stays
 /// intact: AAPCS64 callees only write below sp, and `bl` pushes nothing.

@@ -91,13 +91,21 @@ macro_rules! __irqstack_rt_tos_reg {
 /// B: call body        direct call: `auipc ra` + `jalr ra` (R_RISCV_CALL_PLT; rustc's riscv64
 ///                     targets do not ask for linker relaxation, so it stays two
 ///                     instructions rather than one `jal`); B carries the begin record
-/// E: addi sp, s0, -16 back: s0 is callee-saved, so it still points just above the frame
-///                     record on the interrupted stack; E carries the end record
+/// E: [mv t1, sp]      user space: keep tos (sp, where the body returned) for the release;
+///                     E carries the end record
+/// addi sp, s0, -16    back: s0 is callee-saved, so it still points just above the frame
+///                     record on the interrupted stack
 /// ld ra, 8(sp)        restore ra and s0 from the frame record
 /// ld s0, 0(sp)
 /// addi sp, sp, 16     pop the frame record: sp is the caller's again
+/// [sd zero, 0(t1)]    user space: release (the top slot is the in-use flag, see
+///                     std_backend.rs), only now that sp is off the IRQ stack
 /// ret
 /// ```
+///
+/// In user space the `sd sp, 0(tos)` above is also the claim, and a panic in the body goes
+/// through the landing pad (`__irqstack_rt_landing_pad!`, `arch/landing.rs`), which switches
+/// back and releases the same way before it resumes unwinding.
 ///
 /// The body may use the memory at and above its entry sp, so the top slot at `0(tos)` stays
 /// intact: psABI callees only write below sp (there is no red zone and no home area), and

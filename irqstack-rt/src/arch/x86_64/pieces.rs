@@ -145,11 +145,16 @@ macro_rules! __irqstack_rt_switch_back {
 /// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`).
 ///
 /// The trampoline has the signature of the body it calls plus one more, last, pointer argument:
-/// the top-of-stack slot `tos` of the IRQ stack (already claimed by the caller). Because `tos` comes
-/// last, every other argument sits in the same register or stack slot as it will for the body, so
-/// nothing is copied: the trampoline switches `rsp` and makes a direct `call`. The caller names
-/// where `tos` arrives: its position among the integer argument registers (`tos = 1` for `rsi`,
-/// ...) or the stack (`tos = stack`, when the six integer argument registers are taken).
+/// the top-of-stack slot `tos` of the IRQ stack. Because `tos` comes last, every other argument
+/// sits in the same register or stack slot as it will for the body, so nothing is copied: the
+/// trampoline switches `rsp` and makes a direct `call`. The caller names where `tos` arrives: its
+/// position among the integer argument registers (`tos = 1` for `rsi`, ...) or the stack (`tos =
+/// stack`, when the six integer argument registers are taken). `lsda` names the label of the
+/// trampoline's LSDA (user space with `panic = "unwind"`, `arch/landing.rs`).
+///
+/// Two sequences (`__irqstack_rt_trampoline_seq!`): user-space (`std`) builds claim and release
+/// in the trampoline and keep no frame record (documented there); kernel (`no_std`) builds, whose
+/// caller has claimed the stack through its backend and releases it after, use the kernel's:
 ///
 /// ```text
 /// push rbp              frame record: objtool requires one before a call, and frame-pointer
