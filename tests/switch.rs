@@ -411,3 +411,88 @@ fn noinstr_caller(x: u64) -> (u64, bool) {
 fn noinstr_functions_with_marker_regions_run() {
     assert_eq!(noinstr_caller(41), (42, true));
 }
+
+/// An `extern "C-unwind"` handler: its panics unwind out of it.
+#[on_irqstack]
+extern "C-unwind" fn c_unwind_panicking(n: u64) -> u64 {
+    if n % 2 == 1 {
+        panic!("c-unwind handler panic {n}");
+    }
+    irq_stack_bounds().unwrap().contains(&current_sp()) as u64
+}
+
+/// The stack pointer of the caller, as a value.
+#[inline(never)]
+fn current_sp() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(core::ptr::addr_of!(marker)) as usize
+}
+
+#[test]
+fn panics_unwind_out_of_c_unwind_handlers_and_release_the_stack() {
+    // The shim and the trampoline of an `-unwind` handler unwind too: the trampoline's landing
+    // pad releases the stack on the way to the caller's `catch_unwind`.
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    for n in 0..200u64 {
+        let r = panic::catch_unwind(|| c_unwind_panicking(n));
+        if n % 2 == 1 {
+            let p = r.expect_err("an odd call panics");
+            assert_eq!(
+                p.downcast_ref::<String>().unwrap(),
+                &format!("c-unwind handler panic {n}")
+            );
+        } else {
+            assert_eq!(r.unwrap(), 1, "call {n} ran on the IRQ stack");
+        }
+        assert!(!irqstack_active());
+    }
+    panic::set_hook(hook);
+}
+
+/// An `extern "C"` handler (a signal handler's usual ABI): a panic cannot leave it. Its shim and
+/// trampoline cannot unwind either, so the panic aborts inside, on the IRQ stack.
+#[cfg(target_arch = "x86_64")]
+#[on_irqstack]
+extern "C" fn c_panicking() {
+    panic!("panic in an extern \"C\" handler");
+}
+
+// x86-64 only: the aarch64 and riscv64 runs of this file are under qemu-user, which cannot run
+// the (foreign) test binary again as a child.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_panic_in_an_extern_c_handler_aborts_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var_os("IRQSTACK_SWITCH_CHILD").is_some() {
+        c_panicking();
+        // Not reached: the panic aborts. If it unwound instead, this child exits 0 and the
+        // parent fails.
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_panic_in_an_extern_c_handler_aborts_the_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("IRQSTACK_SWITCH_CHILD", "1")
+        .output()
+        .expect("running the test binary as a child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "the child must abort (SIGABRT): {:?}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("panic in an extern \"C\" handler"),
+        "the panic message: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot unwind"),
+        "Rust's abort-on-unwind report: {stderr}"
+    );
+}

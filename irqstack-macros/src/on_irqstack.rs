@@ -76,6 +76,9 @@ struct Sig<'a> {
     output: &'a ReturnType,
     /// `unsafe` if the handler is an `unsafe fn`.
     is_unsafe: bool,
+    /// Whether the handler's ABI lets a panic unwind out of it (the Rust ABI, `"C-unwind"`,
+    /// ...). If not, its shim and trampoline cannot unwind either (see `unwinds`).
+    unwinds: bool,
     /// Lifetime parameters and where clause, copied to every generated function.
     generics: &'a syn::Generics,
 }
@@ -129,7 +132,18 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         names,
         output: &sig.output,
         is_unsafe: sig.unsafety.is_some(),
+        unwinds: unwinds(&sig.abi),
         generics: &sig.generics,
+    };
+    // The ABI of the functions the wrapper tail-calls besides the trampoline (the first use, the
+    // out-of-line in-place body): the handler's own if it cannot unwind, so that the wrapper
+    // holds no abort-on-unwind landing pad around those calls (which would keep them from being
+    // tail calls); none (Rust) otherwise.
+    let tail_abi = if info.unwinds {
+        quote!()
+    } else {
+        let abi = &sig.abi;
+        quote!(#[allow(improper_ctypes_definitions)] #abi)
     };
 
     // The body as an ordinary nested function: the user's own parameter patterns, return type,
@@ -204,7 +218,7 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
                 .iter()
                 .zip(&info.tys)
                 .map(|(n, t)| quote!(#n: #t));
-            quote!(fn __irqstack_in_place #generics (#(#inputs),*) #output #where_clause)
+            quote!(#tail_abi fn __irqstack_in_place #generics (#(#inputs),*) #output #where_clause)
         };
         quote! {
             #[allow(clippy::too_many_arguments)]
@@ -279,7 +293,10 @@ fn expand_fn(krate: &syn::Path, func: ItemFn) -> TokenStream {
         quote!(fn #ident #generics (#(#wrapper_inputs),*) #output #where_clause)
     };
     let dispatch_sig = inner_sig("__irqstack_dispatch");
-    let first_use_sig = inner_sig("__irqstack_first_use");
+    let first_use_sig = {
+        let sig = inner_sig("__irqstack_first_use");
+        quote!(#tail_abi #sig)
+    };
     let names = &info.names;
 
     quote! {
@@ -402,6 +419,18 @@ fn symbol_name(kind: &str, handler: &syn::Ident, fingerprint: u64) -> String {
     ))
 }
 
+/// Whether a function with this ABI may unwind: the Rust ABI (none written) and the `-unwind`
+/// ABIs. A panic that would leave any other (`extern "C"`, `extern "sysv64"`, ...) aborts.
+fn unwinds(abi: &Option<syn::Abi>) -> bool {
+    match abi {
+        None => true,
+        Some(abi) => abi
+            .name
+            .as_ref()
+            .is_some_and(|n| n.value().ends_with("-unwind")),
+    }
+}
+
 /// FNV-1a of a handler's text, for [`symbol_name`].
 fn fingerprint(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -446,11 +475,13 @@ fn trampoline(
         quote!(<#params_g>)
     };
     let where_clause = &generics.where_clause;
+    let unwind = info.unwinds;
     quote_spanned! {Span::call_site()=>
         // The IRQ-stack switch; see `__irqstack_rt_trampoline` in irqstack-rt for every
         // instruction's reason and the CFI that lets unwinders cross it.
         #krate::__private::trampoline_fn! {
             inline = #inline,
+            unwind = #unwind,
             name = #name,
             generics = [#generics_tokens],
             params = [#(#params),*],

@@ -39,7 +39,7 @@ mod unsupported_arch {
     #[doc(hidden)]
     #[macro_export]
     macro_rules! __irqstack_rt_shim {
-        ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        ($(nounwind)? $(#[$($attr:tt)*])* fn $($rest:tt)*) => {
             $(#[$($attr)*])* extern "C" fn $($rest)*
         };
     }

@@ -10,7 +10,7 @@
 //! gets what a compiled function with a drop guard gets: a personality routine and an LSDA
 //! (`.gcc_except_table`), read by Rust's `rust_eh_personality`, whose call-site table sends an
 //! unwind out of the body's `call` to a landing pad inside the trampoline. The landing pad (per
-//! architecture, `__irqstack_rt_landing_pad!`) runs with the registers of the trampoline's frame
+//! architecture, the `@pad` arm of its `__irqstack_rt_trampoline_body!`) runs with the registers of the trampoline's frame
 //! as they were at the call (stack pointer = `tos`, frame pointer unchanged, the exception in
 //! the first return register), switches back, releases, and calls `_Unwind_Resume`, whose
 //! unwinding goes on from the landing pad's frame into the wrapper's caller.
@@ -82,27 +82,23 @@ macro_rules! __irqstack_rt_eh_remember {
     };
 }
 
-/// The landing pad (the port's `__irqstack_rt_landing_pad!`), after the trampoline's way back
-/// and before its `.cfi_endproc`.
+/// The landing pad `$pad` (the port's), after the trampoline's way back and before its
+/// `.cfi_endproc`, starting from the CFI state of the body's call.
 #[cfg(all(feature = "std", panic = "unwind"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_eh_pad {
-    () => {
-        ::core::concat!(
-            ".cfi_restore_state\n4739982:\n",
-            $crate::__irqstack_rt_landing_pad!(),
-            "4739983:\n",
-        )
+    ($pad:expr) => {
+        ::core::concat!(".cfi_restore_state\n4739982:\n", $pad, "4739983:\n")
     };
 }
 
-/// Without unwinding: nothing.
+/// Without unwinding: nothing (`$pad` is never expanded).
 #[cfg(not(all(feature = "std", panic = "unwind")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_eh_pad {
-    () => {
+    ($pad:expr) => {
         ""
     };
 }

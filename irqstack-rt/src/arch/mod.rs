@@ -20,6 +20,7 @@
 
 mod landing;
 mod markers;
+mod trampoline;
 
 /// The x86-64-only features stop a build for another architecture, with messages that name what
 /// that architecture supports instead (`$arch`, its ready per-CPU backend `$backend`). Each port

@@ -1,8 +1,9 @@
 //! The pieces that the AArch64 and RISC-V 64 ports share word for word, under the same names as
 //! x86-64's (see `arch/x86_64/pieces.rs` for how pieces reach generated code). Neither port has
 //! call padding, an inline switch or `#[idtentry]` stubs, so the trampoline definitions, the
-//! return and the shim ABI are the same; each port keeps its own trampoline body and switch CFI
-//! (`arch/<arch>/pieces.rs`).
+//! return and the shim ABI are the same; each port keeps its own trampoline body, `tos` register
+//! table and switch CFI (`arch/<arch>/pieces.rs`). What all three ports share is in
+//! `arch/trampoline.rs`.
 
 /// The function return of hand-written code: `ret` (AArch64: a branch to x30; RISC-V: `jalr x0,
 /// 0(ra)`).
@@ -36,81 +37,28 @@ macro_rules! __irqstack_rt_cfi_sections {
     };
 }
 
-/// A stack-switching trampoline (for `naked_asm!`): finds the register that carries `tos` in
-/// the port's table (`__irqstack_rt_tos_reg!`) and writes the port's sequence
-/// (`__irqstack_rt_trampoline_body!`, documented in `arch/<arch>/pieces.rs`). `tos = N` is the
-/// position of the top slot's address among the integer argument registers, `tos = stack` the
-/// seventh integer argument (on the stack on x86-64, in a register on these ports).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline!(
-            tos = $tos,
-            begin = $b,
-            end = $e,
-            noreturn = false,
-            lsda = $lsda
-        )
-    };
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_body!(
-            $crate::__irqstack_rt_tos_reg!($tos),
-            $b,
-            $e,
-            $nr,
-            $lsda
-        )
-    };
-}
-
 /// A shim of a generated handler, written by the proc macro without an ABI: this gives it the
 /// one its trampoline calls with, `extern "C-unwind"` (AAPCS64 or the RISC-V LP64D psABI,
 /// unwinding allowed).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_shim {
+    // The shim of a handler whose ABI does not unwind (`arch/trampoline.rs`).
+    (nounwind $(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        $(#[$($attr)*])* extern "C" fn $($rest)*
+    };
     ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
         $(#[$($attr)*])* extern "C-unwind" fn $($rest)*
     };
 }
 
-/// Defines one trampoline of a handler: `unsafe extern "C-unwind" fn $name(params..., tos)`
-/// whose code is [`__irqstack_rt_trampoline!`], calling `$body` (a naked function in
-/// `.noinstr.text`; `$symbol` and `$shim_symbol` are for x86-64's `call-padding`).
+/// Defines one trampoline of a handler: `unsafe extern "C-unwind" fn $name(params..., tos)`, a
+/// naked function (`__irqstack_rt_naked_trampoline_def!`, `arch/trampoline.rs`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline_def {
-    (
-        name = $name:ident,
-        generics = [$($generics:tt)*],
-        params = [$($param:ty),*],
-        output = [$($output:tt)*],
-        where = [$($where:tt)*],
-        tos = $tos:tt,
-        begin = $begin:literal,
-        end = $end:literal,
-        body = $body:ident,
-        shim = [$($shim:tt)*],
-        symbol = $symbol:literal,
-        shim_symbol = $shim_symbol:literal,
-        noreturn = $noreturn:tt $(,)?
-    ) => {
-        $crate::__irqstack_rt_shim! { $($shim)* }
-        #[unsafe(naked)]
-        #[unsafe(link_section = ".noinstr.text")]
-        // The LSDA's label (`arch/landing.rs`), unique per expansion: a naked function is
-        // emitted once, never duplicated by inlining, which is what the lint guards against.
-        #[allow(clippy::too_many_arguments, named_asm_labels)]
-        unsafe extern "C-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
-            ::core::arch::naked_asm!(
-                $crate::__irqstack_rt_trampoline!(
-                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn,
-                    lsda = ::core::concat!(".L", $symbol, "_lsda")
-                ),
-                body = sym $body,
-            )
-        }
+    ($($def:tt)*) => {
+        $crate::__irqstack_rt_naked_trampoline_def! { abis = ["C-unwind", "C"], $($def)* }
     };
 }
 

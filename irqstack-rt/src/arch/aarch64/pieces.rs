@@ -35,7 +35,7 @@ macro_rules! __irqstack_rt_switch_cfi {
 }
 
 /// The register that carries `tos`, by its position among the integer argument registers
-/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/shared_port.rs`): x0..x6 (AAPCS64).
+/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/trampoline.rs`): x0..x6 (AAPCS64).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_tos_reg {
@@ -94,7 +94,7 @@ macro_rules! __irqstack_rt_tos_reg {
 /// ```
 ///
 /// In user space the `str x16, [tos]` above is also the claim, and a panic in the body goes
-/// through the landing pad (`__irqstack_rt_landing_pad!`, `arch/landing.rs`), which switches
+/// through the landing pad (the `@pad` arm below, `arch/landing.rs`), which switches
 /// back and releases the same way before it resumes unwinding.
 ///
 /// The body may use the memory at and above its entry sp, so the top slot at `[tos]` stays
@@ -130,11 +130,24 @@ macro_rules! __irqstack_rt_trampoline_body {
     (@tail true) => {
         "brk #0x1\n"
     };
-    ($reg:expr, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+    // The landing pad (`arch/landing.rs`): the unwinder enters it with the trampoline's registers
+    // as at the body's call, sp = tos, x29 = the frame record on the interrupted stack, the
+    // exception in x0. Switch back and release as the way back does (sp = the record, 16-byte
+    // aligned), then resume unwinding from here: CFA = sp + 16, x29 and x30 in the record, so
+    // the unwinder goes on into the wrapper's caller.
+    (@pad) => {
         ::core::concat!(
-            $crate::__irqstack_rt_cfi_sections!(),
-            ".cfi_startproc\n",
-            $crate::__irqstack_rt_eh_begin!($lsda),
+            "mov x16, sp\n",
+            "mov sp, x29\n",
+            ".cfi_def_cfa sp, 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
+            "str xzr, [x16]\n",
+            "bl _Unwind_Resume\n",
+            "brk #0x1\n",
+        )
+    };
+    ($tos:tt, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_trampoline_start!($lsda),
             // Push the frame record (x29, x30) on the interrupted stack: CFA = sp + 16, x29 at
             // CFA - 16, x30 at CFA - 8.
             "stp x29, x30, [sp, #-16]!\n",
@@ -145,49 +158,22 @@ macro_rules! __irqstack_rt_trampoline_body {
             ".cfi_def_cfa_register x29\n",
             // x16 = the interrupted sp (sp cannot be the source of a store).
             "mov x16, sp\n",
-            // Save it in the IRQ stack's top slot.
+            // Save it in the IRQ stack's top slot (user space: the claim).
             "str x16, [",
-            $reg,
+            $crate::__irqstack_rt_tos_reg!($tos),
             "]\n",
             // Switch to the IRQ stack: sp = tos (16-byte aligned).
             "mov sp, ",
-            $reg,
+            $crate::__irqstack_rt_tos_reg!($tos),
             "\n",
-            $crate::__irqstack_rt_switch_cfi!(),
-            $crate::__irqstack_rt_eh_remember!(),
-            // Label B (instrumentation begins) on the direct call of the body.
-            $b,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "bl {body}\n",
-            // Label E (instrumentation ends) on the first instruction after the call.
-            $e,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-            $crate::__irqstack_rt_eh_pad!(),
-            ".cfi_endproc\n",
-            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
-        )
-    };
-}
-
-/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
-/// the trampoline's registers as at the body's call: sp = tos, x29 = the frame record on the
-/// interrupted stack, the exception in x0. Switch back and release as the normal way back does
-/// (sp = the record, 16-byte aligned), then resume unwinding from here: CFA = sp + 16, x29 and
-/// x30 in the record, so the unwinder goes on into the wrapper's caller.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_landing_pad {
-    () => {
-        ::core::concat!(
-            "mov x16, sp\n",
-            "mov sp, x29\n",
-            ".cfi_def_cfa sp, 16\n.cfi_offset x29, -16\n.cfi_offset x30, -8\n",
-            "str xzr, [x16]\n",
-            "bl _Unwind_Resume\n",
-            "brk #0x1\n",
+            $crate::__irqstack_rt_switched_call!(
+                call = "bl {body}",
+                begin = $b,
+                end = $e,
+                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
+                lsda = $lsda,
+            ),
         )
     };
 }

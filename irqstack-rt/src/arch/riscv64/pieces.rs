@@ -37,7 +37,7 @@ macro_rules! __irqstack_rt_switch_cfi {
 }
 
 /// The register that carries `tos`, by its position among the integer argument registers
-/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/shared_port.rs`): a0..a6 (the LP64D psABI).
+/// (`tos = N`, see `__irqstack_rt_trampoline!` in `arch/trampoline.rs`): a0..a6 (the LP64D psABI).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_tos_reg {
@@ -104,7 +104,7 @@ macro_rules! __irqstack_rt_tos_reg {
 /// ```
 ///
 /// In user space the `sd sp, 0(tos)` above is also the claim, and a panic in the body goes
-/// through the landing pad (`__irqstack_rt_landing_pad!`, `arch/landing.rs`), which switches
+/// through the landing pad (the `@pad` arm below, `arch/landing.rs`), which switches
 /// back and releases the same way before it resumes unwinding.
 ///
 /// The body may use the memory at and above its entry sp, so the top slot at `0(tos)` stays
@@ -150,11 +150,24 @@ macro_rules! __irqstack_rt_trampoline_body {
     (@tail true) => {
         "ebreak\n"
     };
-    ($reg:expr, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+    // The landing pad (`arch/landing.rs`): the unwinder enters it with the trampoline's registers
+    // as at the body's call, sp = tos, s0 = the interrupted sp (the CFA), the exception in a0.
+    // Switch back to the frame record and release as the way back does, then resume unwinding
+    // from here: CFA = sp + 16, ra and s0 in the record, so the unwinder goes on into the
+    // wrapper's caller.
+    (@pad) => {
         ::core::concat!(
-            $crate::__irqstack_rt_cfi_sections!(),
-            ".cfi_startproc\n",
-            $crate::__irqstack_rt_eh_begin!($lsda),
+            "mv t1, sp\n",
+            "addi sp, s0, -16\n",
+            ".cfi_def_cfa sp, 16\n.cfi_offset s0, -16\n.cfi_offset ra, -8\n",
+            "sd zero, 0(t1)\n",
+            "call _Unwind_Resume\n",
+            "ebreak\n",
+        )
+    };
+    ($tos:tt, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_trampoline_start!($lsda),
             // Room for the frame record on the interrupted stack: CFA = sp + 16.
             "addi sp, sp, -16\n",
             ".cfi_def_cfa_offset 16\n",
@@ -168,49 +181,23 @@ macro_rules! __irqstack_rt_trampoline_body {
             // too, unless `__irqstack_rt_switch_cfi!` says otherwise: std builds).
             "addi s0, sp, 16\n",
             ".cfi_def_cfa s0, 0\n",
-            // Save the interrupted sp (the frame record's address) in the IRQ stack's top slot.
+            // Save the interrupted sp (the frame record's address) in the IRQ stack's top slot
+            // (user space: the claim).
             "sd sp, 0(",
-            $reg,
+            $crate::__irqstack_rt_tos_reg!($tos),
             ")\n",
             // Switch to the IRQ stack: sp = tos (16-byte aligned).
             "mv sp, ",
-            $reg,
+            $crate::__irqstack_rt_tos_reg!($tos),
             "\n",
-            $crate::__irqstack_rt_switch_cfi!(),
-            $crate::__irqstack_rt_eh_remember!(),
-            // Label B (instrumentation begins) on the direct call of the body.
-            $b,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}\n",
-            // Label E (instrumentation ends) on the first instruction after the call.
-            $e,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-            $crate::__irqstack_rt_eh_pad!(),
-            ".cfi_endproc\n",
-            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
-        )
-    };
-}
-
-/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
-/// the trampoline's registers as at the body's call: sp = tos, s0 = the interrupted sp (the CFA),
-/// the exception in a0. Switch back to the frame record and release as the normal way back
-/// does, then resume unwinding from here: CFA = sp + 16, ra and s0 in the record, so the
-/// unwinder goes on into the wrapper's caller.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_landing_pad {
-    () => {
-        ::core::concat!(
-            "mv t1, sp\n",
-            "addi sp, s0, -16\n",
-            ".cfi_def_cfa sp, 16\n.cfi_offset s0, -16\n.cfi_offset ra, -8\n",
-            "sd zero, 0(t1)\n",
-            "call _Unwind_Resume\n",
-            "ebreak\n",
+            $crate::__irqstack_rt_switched_call!(
+                call = "call {body}",
+                begin = $b,
+                end = $e,
+                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
+                lsda = $lsda,
+            ),
         )
     };
 }

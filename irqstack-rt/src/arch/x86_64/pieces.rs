@@ -94,7 +94,7 @@ macro_rules! __irqstack_rt_cfi_sections {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switch_rsp {
-    ($reg:literal) => {
+    ($reg:expr) => {
         ::core::concat!("mov rsp, ", $reg, "\n")
     };
 }
@@ -114,7 +114,7 @@ macro_rules! __irqstack_rt_switch_rsp {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switch_rsp {
-    ($reg:literal) => {
+    ($reg:expr) => {
         ::core::concat!("lea rsp, [", $reg, " - 8]\n")
     };
 }
@@ -142,7 +142,9 @@ macro_rules! __irqstack_rt_switch_back {
     };
 }
 
-/// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`).
+/// The body of a stack-switching trampoline (Intel syntax, for `naked_asm!`; reached through
+/// `__irqstack_rt_trampoline!`, `arch/trampoline.rs`), and where `tos` arrives
+/// (`__irqstack_rt_tos_reg!`, this macro).
 ///
 /// The trampoline has the signature of the body it calls plus one more, last, pointer argument:
 /// the top-of-stack slot `tos` of the IRQ stack. Because `tos` comes last, every other argument
@@ -152,7 +154,7 @@ macro_rules! __irqstack_rt_switch_back {
 /// stack`, when the six integer argument registers are taken). `lsda` names the label of the
 /// trampoline's LSDA (user space with `panic = "unwind"`, `arch/landing.rs`).
 ///
-/// Two sequences (`__irqstack_rt_trampoline_seq!`): user-space (`std`) builds claim and release
+/// Two sequences (`__irqstack_rt_trampoline_body!`): user-space (`std`) builds claim and release
 /// in the trampoline and keep no frame record (documented there); kernel (`no_std`) builds, whose
 /// caller has claimed the stack through its backend and releases it after, use the kernel's:
 ///
@@ -187,46 +189,40 @@ macro_rules! __irqstack_rt_switch_back {
 /// `switch_frames.rs`), so that gdb crosses the switch whichever stack lies higher.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline {
-    (tos = $tos:tt, begin = $b:literal, end = $e:literal, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline!(
-            tos = $tos,
-            begin = $b,
-            end = $e,
-            noreturn = false,
-            lsda = $lsda
-        )
-    };
-    (tos = stack, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(stack, "r11", $b, $e, $nr, $lsda)
-    };
+macro_rules! __irqstack_rt_tos_reg {
     // `tos` in the integer argument register at this position (SysV: rdi, rsi, rdx, rcx, r8, r9).
-    (tos = 0, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "rdi", $b, $e, $nr, $lsda)
+    (0) => {
+        "rdi"
     };
-    (tos = 1, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "rsi", $b, $e, $nr, $lsda)
+    (1) => {
+        "rsi"
     };
-    (tos = 2, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "rdx", $b, $e, $nr, $lsda)
+    (2) => {
+        "rdx"
     };
-    (tos = 3, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "rcx", $b, $e, $nr, $lsda)
+    (3) => {
+        "rcx"
     };
-    (tos = 4, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "r8", $b, $e, $nr, $lsda)
+    (4) => {
+        "r8"
     };
-    (tos = 5, begin = $b:literal, end = $e:literal, noreturn = $nr:tt, lsda = $lsda:expr) => {
-        $crate::__irqstack_rt_trampoline_seq!(reg, "r9", $b, $e, $nr, $lsda)
+    (5) => {
+        "r9"
+    };
+    // The seventh integer argument, on the stack: the sequence fetches it into r11, a scratch
+    // register that is not an argument register (objtool needs the swizzle register to be
+    // caller-saved, the reason the kernel pins r11).
+    (stack) => {
+        "r11"
     };
 }
 
-/// The kernel's sequence (`no_std` builds; see `__irqstack_rt_trampoline!`): a frame record, the
-/// switch, the call, `leave`. The backend's drop guard in the wrapper releases the stack.
+/// The kernel's sequence (`no_std` builds; see `__irqstack_rt_tos_reg!` above): a frame record,
+/// the switch, the call, `leave`. The backend's drop guard in the wrapper releases the stack.
 #[cfg(not(feature = "std"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline_seq {
+macro_rules! __irqstack_rt_trampoline_body {
     // The way back: `leave` restores the interrupted rsp (see above), then the return.
     (@tail false) => {
         ::core::concat!("leave\n.cfi_def_cfa rsp, 8\n", $crate::__irqstack_rt_ret!())
@@ -237,34 +233,35 @@ macro_rules! __irqstack_rt_trampoline_seq {
     (@tail true) => {
         "int3\n"
     };
+    // No landing pad: kernels do not unwind.
+    (@pad) => {
+        ""
+    };
+    // `tos` on the stack, above the return address and the saved rbp.
     (@fetch stack) => {
         "mov r11, qword ptr [rbp + 16]\n"
     };
-    (@fetch reg) => {
+    (@fetch $n:tt) => {
         ""
     };
-    ($fetch:tt, $reg:literal, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+    ($tos:tt, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
-            $crate::__irqstack_rt_cfi_sections!(),
-            ".cfi_startproc\n",
-            $crate::__irqstack_rt_eh_begin!($lsda),
+            $crate::__irqstack_rt_trampoline_start!($lsda),
             "push rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
             "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
-            $crate::__irqstack_rt_trampoline_seq!(@fetch $fetch),
+            $crate::__irqstack_rt_trampoline_body!(@fetch $tos),
             "mov qword ptr [",
-            $reg,
+            $crate::__irqstack_rt_tos_reg!($tos),
             "], rsp\n",
-            $crate::__irqstack_rt_switch_rsp!($reg),
-            $crate::__irqstack_rt_switch_cfi!(),
-            $b,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}\n",
-            $e,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline_seq!(@tail $nr),
-            ".cfi_endproc\n",
+            $crate::__irqstack_rt_switch_rsp!($crate::__irqstack_rt_tos_reg!($tos)),
+            $crate::__irqstack_rt_switched_call!(
+                call = "call {body}",
+                begin = $b,
+                end = $e,
+                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
+                lsda = $lsda,
+            ),
         )
     };
 }
@@ -306,72 +303,67 @@ macro_rules! __irqstack_rt_trampoline_seq {
 /// After `mov rsp, [rcx]`, CFA = rsp + 8 again. With `panic = "unwind"` the trampoline also has
 /// a personality routine and an LSDA (`arch/landing.rs`): the landing pad switches back and
 /// releases in the same order, then resumes unwinding.
+///
+/// The landing pad (`arch/landing.rs`): the unwinder enters it with the trampoline's registers as
+/// at the body's call, rsp = tos and the exception in rax. It switches back and releases as the
+/// way back does, realigns (rsp is 8 mod 16 there, as at entry) and resumes unwinding, which goes
+/// on from its frame (CFA = rsp + 16 after the push, the return address at CFA - 8: the
+/// wrapper's caller).
 #[cfg(feature = "std")]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __irqstack_rt_trampoline_seq {
-    (@tail false) => {
+macro_rules! __irqstack_rt_trampoline_body {
+    // Switch back (rcx = tos, where the body returned) and release.
+    (@back) => {
         ::core::concat!(
             "mov rcx, rsp\n",
             "mov rsp, qword ptr [rcx]\n.cfi_def_cfa rsp, 8\n",
             "mov qword ptr [rcx], 0\n",
+        )
+    };
+    (@tail false) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_trampoline_body!(@back),
             $crate::__irqstack_rt_ret!(),
         )
     };
     (@tail true) => {
         "int3\n"
     };
-    (@fetch stack) => {
-        "mov r11, qword ptr [rsp + 8]\n"
-    };
-    (@fetch reg) => {
-        ""
-    };
-    ($fetch:tt, $reg:literal, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+    (@pad) => {
         ::core::concat!(
-            ".cfi_startproc\n",
-            $crate::__irqstack_rt_eh_begin!($lsda),
-            $crate::__irqstack_rt_trampoline_seq!(@fetch $fetch),
-            "mov qword ptr [",
-            $reg,
-            "], rsp\n",
-            "mov rsp, ",
-            $reg,
-            "\n",
-            $crate::__irqstack_rt_switch_cfi!(),
-            $crate::__irqstack_rt_eh_remember!(),
-            $b,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(begin, $b),
-            "call {body}\n",
-            $e,
-            ":\n",
-            $crate::__irqstack_rt_instr_record!(end, $e),
-            $crate::__irqstack_rt_trampoline_seq!(@tail $nr),
-            $crate::__irqstack_rt_eh_pad!(),
-            ".cfi_endproc\n",
-            $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
-        )
-    };
-}
-
-/// The landing pad of a user-space trampoline (see `arch/landing.rs`). The unwinder enters with
-/// the trampoline's registers as at the body's call: rsp = tos, the exception in rax. Switch
-/// back and release as the normal way back does, realign (rsp is 8 mod 16 here, as at entry)
-/// and resume unwinding, which goes on from this frame (CFA = rsp + 16 after the push, the
-/// return address at CFA - 8: the wrapper's caller).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __irqstack_rt_landing_pad {
-    () => {
-        ::core::concat!(
-            "mov rcx, rsp\n",
-            "mov rsp, qword ptr [rcx]\n.cfi_def_cfa rsp, 8\n",
-            "mov qword ptr [rcx], 0\n",
+            $crate::__irqstack_rt_trampoline_body!(@back),
             "push rax\n.cfi_adjust_cfa_offset 8\n",
             "mov rdi, rax\n",
             "call _Unwind_Resume@PLT\n",
             "int3\n",
+        )
+    };
+    // `tos` on the stack, above the return address.
+    (@fetch stack) => {
+        "mov r11, qword ptr [rsp + 8]\n"
+    };
+    (@fetch $n:tt) => {
+        ""
+    };
+    ($tos:tt, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_trampoline_start!($lsda),
+            $crate::__irqstack_rt_trampoline_body!(@fetch $tos),
+            "mov qword ptr [",
+            $crate::__irqstack_rt_tos_reg!($tos),
+            "], rsp\n",
+            "mov rsp, ",
+            $crate::__irqstack_rt_tos_reg!($tos),
+            "\n",
+            $crate::__irqstack_rt_switched_call!(
+                call = "call {body}",
+                begin = $b,
+                end = $e,
+                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
+                lsda = $lsda,
+            ),
         )
     };
 }
@@ -382,6 +374,10 @@ macro_rules! __irqstack_rt_landing_pad {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_shim {
+    // The shim of a handler whose ABI does not unwind (`arch/trampoline.rs`).
+    (nounwind $(#[$($attr:tt)*])* fn $($rest:tt)*) => {
+        $(#[$($attr)*])* extern "sysv64" fn $($rest)*
+    };
     ($(#[$($attr:tt)*])* fn $($rest:tt)*) => {
         $(#[$($attr)*])* extern "sysv64-unwind" fn $($rest)*
     };
@@ -390,42 +386,14 @@ macro_rules! __irqstack_rt_shim {
 /// Defines one trampoline of a handler: `unsafe extern "sysv64-unwind" fn $name(params..., tos)`
 /// whose code is [`__irqstack_rt_trampoline!`], calling `$body`.
 ///
-/// Without `call-padding`: a naked function in `.noinstr.text` (rustc names it; `$symbol` is
-/// not used).
+/// Without `call-padding`: a naked function in `.noinstr.text`
+/// (`__irqstack_rt_naked_trampoline_def!`, `arch/trampoline.rs`).
 #[cfg(not(feature = "call-padding"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline_def {
-    (
-        name = $name:ident,
-        generics = [$($generics:tt)*],
-        params = [$($param:ty),*],
-        output = [$($output:tt)*],
-        where = [$($where:tt)*],
-        tos = $tos:tt,
-        begin = $begin:literal,
-        end = $end:literal,
-        body = $body:ident,
-        shim = [$($shim:tt)*],
-        symbol = $symbol:literal,
-        shim_symbol = $shim_symbol:literal,
-        noreturn = $noreturn:tt $(,)?
-    ) => {
-        $crate::__irqstack_rt_shim! { $($shim)* }
-        #[unsafe(naked)]
-        #[unsafe(link_section = ".noinstr.text")]
-        // The LSDA's label (`arch/landing.rs`), unique per expansion: a naked function is
-        // emitted once, never duplicated by inlining, which is what the lint guards against.
-        #[allow(clippy::too_many_arguments, named_asm_labels)]
-        unsafe extern "sysv64-unwind" fn $name $($generics)* ($(_: $param,)* _: *mut u8) $($output)* $($where)* {
-            ::core::arch::naked_asm!(
-                $crate::__irqstack_rt_trampoline!(
-                    tos = $tos, begin = $begin, end = $end, noreturn = $noreturn,
-                    lsda = ::core::concat!(".L", $symbol, "_lsda")
-                ),
-                body = sym $body,
-            )
-        }
+    ($($def:tt)*) => {
+        $crate::__irqstack_rt_naked_trampoline_def! { abis = ["sysv64-unwind", "sysv64"], $($def)* }
     };
 }
 
@@ -446,6 +414,8 @@ macro_rules! __irqstack_rt_trampoline_def {
 #[macro_export]
 macro_rules! __irqstack_rt_trampoline_def {
     (
+        // Kernel builds abort on a panic: nothing unwinds, whatever the handler's ABI.
+        unwind = $unwind:tt,
         name = $name:ident,
         generics = [$($generics:tt)*],
         params = [$($param:ty),*],
@@ -622,6 +592,8 @@ macro_rules! __irqstack_rt_trampoline_fn {
     };
     (
         inline = [$($arg:ident : $ty:ty),*] -> $ret:ident,
+        // Kernel builds abort on a panic: nothing unwinds, whatever the handler's ABI.
+        unwind = $unwind:tt,
         name = $name:ident,
         generics = [$($generics:tt)*],
         params = $params:tt,
