@@ -45,21 +45,15 @@ macro_rules! __irqstack_rt_trampoline_start {
 
 /// Everything of a trampoline from the switch of the stack pointer on: the port's CFI for the
 /// switched state (`__irqstack_rt_switch_cfi!`, remembered for the landing pad), label B
-/// (instrumentation begins) with its record on the body's direct `call`, label E (it ends) with
-/// its record on the first instruction after it, the port's way back (`tail`: the switch back,
-/// the release in user space and the return; or a trap after a body of type `!`), the landing
-/// pad (`pad`, user space with unwinding), `.cfi_endproc`, and the LSDA.
+/// (instrumentation begins) with its record on the body's direct call (`$call`), label E (it
+/// ends) with its record on the first instruction after it, the port's way back (its
+/// `__irqstack_rt_trampoline_body!(@tail $nr)`: the switch back, the release in user space and
+/// the return; or a trap after a body of type `!`), its landing pad (`@pad`, user space with
+/// unwinding), `.cfi_endproc`, and the LSDA.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __irqstack_rt_switched_call {
-    (
-        call = $call:literal,
-        begin = $b:literal,
-        end = $e:literal,
-        tail = $tail:expr,
-        pad = $pad:expr,
-        lsda = $lsda:expr $(,)?
-    ) => {
+    ($call:literal, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
             $crate::__irqstack_rt_switch_cfi!(),
             $crate::__irqstack_rt_eh_remember!(),
@@ -71,8 +65,8 @@ macro_rules! __irqstack_rt_switched_call {
             $e,
             ":\n",
             $crate::__irqstack_rt_instr_record!(end, $e),
-            $tail,
-            $crate::__irqstack_rt_eh_pad!($pad),
+            $crate::__irqstack_rt_trampoline_body!(@tail $nr),
+            $crate::__irqstack_rt_eh_pad!($crate::__irqstack_rt_trampoline_body!(@pad)),
             ".cfi_endproc\n",
             $crate::__irqstack_rt_eh_table!($lsda, $b, $e),
         )

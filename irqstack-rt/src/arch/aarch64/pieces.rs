@@ -166,14 +166,7 @@ macro_rules! __irqstack_rt_trampoline_body {
             "mov sp, ",
             $crate::__irqstack_rt_tos_reg!($tos),
             "\n",
-            $crate::__irqstack_rt_switched_call!(
-                call = "bl {body}",
-                begin = $b,
-                end = $e,
-                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
-                lsda = $lsda,
-            ),
+            $crate::__irqstack_rt_switched_call!("bl {body}", $b, $e, $nr, $lsda),
         )
     };
 }

@@ -190,14 +190,7 @@ macro_rules! __irqstack_rt_trampoline_body {
             "mv sp, ",
             $crate::__irqstack_rt_tos_reg!($tos),
             "\n",
-            $crate::__irqstack_rt_switched_call!(
-                call = "call {body}",
-                begin = $b,
-                end = $e,
-                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
-                lsda = $lsda,
-            ),
+            $crate::__irqstack_rt_switched_call!("call {body}", $b, $e, $nr, $lsda),
         )
     };
 }

@@ -217,6 +217,22 @@ macro_rules! __irqstack_rt_tos_reg {
     };
 }
 
+/// Saves the interrupted rsp in the top slot, `tos` fetched first if it came on the stack (the
+/// sequence's `@fetch`): the link that unwinders and `interrupted_sp()` follow, and in user
+/// space the claim.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __irqstack_rt_save_sp {
+    ($tos:tt) => {
+        ::core::concat!(
+            $crate::__irqstack_rt_trampoline_body!(@fetch $tos),
+            "mov qword ptr [",
+            $crate::__irqstack_rt_tos_reg!($tos),
+            "], rsp\n",
+        )
+    };
+}
+
 /// The kernel's sequence (`no_std` builds; see `__irqstack_rt_tos_reg!` above): a frame record,
 /// the switch, the call, `leave`. The backend's drop guard in the wrapper releases the stack.
 #[cfg(not(feature = "std"))]
@@ -249,19 +265,9 @@ macro_rules! __irqstack_rt_trampoline_body {
             $crate::__irqstack_rt_trampoline_start!($lsda),
             "push rbp\n.cfi_def_cfa_offset 16\n.cfi_offset rbp, -16\n",
             "mov rbp, rsp\n.cfi_def_cfa_register rbp\n",
-            $crate::__irqstack_rt_trampoline_body!(@fetch $tos),
-            "mov qword ptr [",
-            $crate::__irqstack_rt_tos_reg!($tos),
-            "], rsp\n",
+            $crate::__irqstack_rt_save_sp!($tos),
             $crate::__irqstack_rt_switch_rsp!($crate::__irqstack_rt_tos_reg!($tos)),
-            $crate::__irqstack_rt_switched_call!(
-                call = "call {body}",
-                begin = $b,
-                end = $e,
-                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
-                lsda = $lsda,
-            ),
+            $crate::__irqstack_rt_switched_call!("call {body}", $b, $e, $nr, $lsda),
         )
     };
 }
@@ -349,21 +355,11 @@ macro_rules! __irqstack_rt_trampoline_body {
     ($tos:tt, $b:literal, $e:literal, $nr:tt, $lsda:expr) => {
         ::core::concat!(
             $crate::__irqstack_rt_trampoline_start!($lsda),
-            $crate::__irqstack_rt_trampoline_body!(@fetch $tos),
-            "mov qword ptr [",
-            $crate::__irqstack_rt_tos_reg!($tos),
-            "], rsp\n",
+            $crate::__irqstack_rt_save_sp!($tos),
             "mov rsp, ",
             $crate::__irqstack_rt_tos_reg!($tos),
             "\n",
-            $crate::__irqstack_rt_switched_call!(
-                call = "call {body}",
-                begin = $b,
-                end = $e,
-                tail = $crate::__irqstack_rt_trampoline_body!(@tail $nr),
-                pad = $crate::__irqstack_rt_trampoline_body!(@pad),
-                lsda = $lsda,
-            ),
+            $crate::__irqstack_rt_switched_call!("call {body}", $b, $e, $nr, $lsda),
         )
     };
 }
