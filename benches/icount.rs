@@ -73,6 +73,12 @@ row!(
     icount_row_extern_c() |i| black_box(rows::EXTERN_C)(black_box(i))
 );
 
+row!(
+    /// Row 14: a plain function through a function pointer, the same loop as rows 10 and 11:
+    /// their baseline.
+    icount_row_direct_fnptr() |i| black_box(rows::DIRECT)(black_box(i))
+);
+
 /// Row 12: the out-of-line handler nested (called on the IRQ stack: runs in place); its
 /// baseline is row 13, a direct call made on the IRQ stack too.
 #[unsafe(no_mangle)]
@@ -151,6 +157,7 @@ const ROWS: &[&str] = &[
     "extern_c",
     "nested_outline",
     "nested_direct",
+    "direct_fnptr",
 ];
 
 /// Runs `n` calls of `row`; returns the last result.
@@ -171,6 +178,7 @@ fn run(row: &str, n: u64, psm_stack: &rows::PsmStack) -> u64 {
         "extern_c" => icount_row_extern_c(n),
         "nested_outline" => irqstack::run_on_irqstack(|| icount_row_nested_outline(n)),
         "nested_direct" => irqstack::run_on_irqstack(|| icount_row_nested_direct(n)),
+        "direct_fnptr" => icount_row_direct_fnptr(n),
         other => panic!("unknown row {other:?}; rows: {ROWS:?}"),
     }
 }

@@ -82,6 +82,9 @@ fn calls(c: &mut Criterion) {
     g.bench_function("10_extern_c_switched", |b| {
         b.iter(|| black_box(rows::EXTERN_C)(black_box(x)))
     });
+    g.bench_function("10_fnptr_direct", |b| {
+        b.iter(|| black_box(rows::DIRECT)(black_box(x)))
+    });
     g.bench_function("9a_corosensei_on_stack", |b| {
         b.iter(|| coro_stack.call(black_box(x)))
     });

@@ -53,7 +53,8 @@ done
 
 # The baseline each row is compared with besides `direct`: same arguments, plain call.
 declare -A base=([direct6]=direct [switched6]=direct6 [direct_struct]=direct
-                 [switched_struct]=direct_struct [nested_outline]=nested_direct)
+                 [switched_struct]=direct_struct [nested_outline]=nested_direct
+                 [fnptr]=direct_fnptr [extern_c]=direct_fnptr)
 
 echo
 echo "== instructions per call (callgrind, Ir per loop iteration; n = $N1 and $N2)"

@@ -161,5 +161,7 @@ pub extern "C" fn switched_extern_c(x: u64) -> u64 {
 
 /// The function pointers of rows 10 and 11, behind `black_box` at the call site.
 pub static OUTLINE: fn(u64) -> u64 = switched_outline;
+/// Row 14's: [`direct`] through a function pointer (the baseline of rows 10 and 11).
+pub static DIRECT: fn(u64) -> u64 = direct;
 /// See [`OUTLINE`].
 pub static EXTERN_C: extern "C" fn(u64) -> u64 = switched_extern_c;
