@@ -702,7 +702,7 @@ mod stepping {
         // SAFETY: reads one byte of this binary's code at each stepped address (text is readable).
         let opcode = |rip: usize| unsafe { (rip as *const u8).read() };
         let ops: Vec<u8> = rips.iter().map(|&r| opcode(r)).collect();
-        // mov [tos], rsp; mov rsp, tos; call; mov rcx, rsp; mov rsp, [rcx]; mov [rcx], 0; ret.
+        // mov [tos], rsp; mov rsp, tos; call; mov rcx, rsp; mov rsp, [rsp]; mov [rcx], 0; ret.
         assert_eq!(
             rips.len(),
             7,
@@ -751,7 +751,7 @@ mod stepping {
             at[3].2.rsp, tos,
             "{name}: rsp back at the top slot after the call"
         );
-        // `mov rsp, [rcx]` switches back to the saved stack pointer; the release and the ret
+        // `mov rsp, [rsp]` switches back to the saved stack pointer; the release and the ret
         // run there.
         assert_eq!(
             at[5].2.rsp, saved,
